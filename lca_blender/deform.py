@@ -97,6 +97,25 @@ def forward_kinematics(rig: Rig, pose: Pose) -> JointTransforms:
     return JointTransforms(world=world.astype(np.float32), skinning=skinning.astype(np.float32))
 
 
+def pose_from_world(rig: Rig, world: np.ndarray) -> Pose:
+    """The Pose whose forward kinematics gives the posed bone frames `world` [J, 4, 4].
+
+    Frames are taken as rigid and children as attached to their parents (as in any skeleton
+    animation); only the root may translate.
+    """
+    rest = rig.rest_transforms.astype(np.float64)
+    world = np.asarray(world, np.float64)
+    local = np.empty_like(world)
+    local[0] = np.linalg.inv(rest[0]) @ world[0]
+    for joint in range(1, rig.joint_count):
+        parent = rig.joint_parents[joint]
+        local[joint] = np.linalg.inv(rest[joint]) @ rest[parent] @ np.linalg.inv(world[parent]) @ world[joint]
+    return Pose(
+        rotations=matrix_to_quaternion(local[:, :3, :3]).astype(np.float32),
+        translation=(world[0, :3, 3] - rest[0, :3, 3]).astype(np.float32),
+    )
+
+
 def expression_vertices(rig: Rig, expression_weights: np.ndarray) -> np.ndarray:
     """[V, 3] rest vertices with the expression blendshapes added."""
     active = np.flatnonzero(expression_weights)

@@ -28,6 +28,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise AvatarWriteError(f"Cannot write into '{folder}': {error.strerror}.") from None
     os.close(handle)
     temporary = Path(temporary_name)
+    # mkstemp makes the file private; give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, target)

