@@ -16,14 +16,21 @@ The maths (the torch twin in `deform_torch.py` follows it line by line):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .avatar import GaussianAvatar, Pose, Rig, Splats
 from .errors import PoseError
-from .rotations import matrix_to_quaternion, quaternion_to_matrix
+from .rotations import (
+    matrix_to_quaternion,
+    quaternion_from_matrix_entries,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,20 @@ class TriangleFrames:
 
 @dataclass(frozen=True)
 class GaussianBinding:
-    """Per-Gaussian data prepared once so that posing a frame touches as little as possible."""
+    """Per-Gaussian data prepared once, as contiguous columns, so posing a frame touches little.
 
-    triangle_ids: np.ndarray  # [N] int32
-    corner_vertices: np.ndarray  # [3, N] int32 the three vertices of each Gaussian's triangle
-    barycentrics: np.ndarray  # [3, N] float32, one row per corner (contiguous for speed)
+    Posing gathers one 17-row table of per-triangle values per Gaussian and combines it with
+    these rows; numpy is fastest on long contiguous rows, slow on short [N, 3] rows. Rotations
+    are kept at rest in world axes, so a frame only needs each triangle's turn from rest.
+    """
+
+    triangle_corners: np.ndarray  # [3, F] intp vertex of each triangle corner
+    rest_axes: np.ndarray  # [3, 3, F] float32 tangent, bitangent, normal rows of the rest triangles
+    triangle_ids: np.ndarray  # [N] intp
+    barycentrics: np.ndarray  # [2, N] float32 weights of corners 1 and 2 (corner 0 implied)
     normal_offsets: np.ndarray  # [N] float32
-    local_rotations: np.ndarray  # [4, N] float32 quaternion components w, x, y, z
-    scale_factors: np.ndarray  # [N, 3] float32 exp(log_scales)
+    rest_rotations: np.ndarray  # [4, N] float32 world rotation at rest (triangle frame * local)
+    scale_factors: np.ndarray  # [3, N] float32 exp(log_scales)
 
 
 def expression_vector(rig: Rig, weights: Mapping[str, float] | np.ndarray | None) -> np.ndarray:
@@ -144,65 +157,182 @@ def pose_vertices(
 
 def triangle_frames(vertices: np.ndarray, triangles: np.ndarray) -> TriangleFrames:
     """Frames of every triangle of a mesh: `vertices` [V, 3], `triangles` [F, 3]."""
-    corners = vertices[triangles]  # [F, 3, 3]
-    edge1 = corners[:, 1] - corners[:, 0]
-    edge2 = corners[:, 2] - corners[:, 0]
-    cross = np.cross(edge1, edge2)
-    twice_area = np.linalg.norm(cross, axis=1)
-    # Degenerate triangles keep a finite frame and a tiny positive size (scales stay valid).
-    normals = cross / np.maximum(twice_area, 1e-20)[:, None]
-    tangents = edge1 / np.maximum(np.linalg.norm(edge1, axis=1), 1e-20)[:, None]
-    bitangents = np.cross(normals, tangents)
-    frames = np.stack([tangents, bitangents, normals], axis=2)  # columns are the axes
+    geometry = _triangle_geometry(np.ascontiguousarray(vertices.T), np.ascontiguousarray(triangles.T))
+    # axes[k][row, f] is entry (row, k) of triangle f's frame matrix.
+    frames = np.stack(geometry.axes, axis=1).transpose(2, 0, 1)
     return TriangleFrames(
         rotations=matrix_to_quaternion(frames).astype(np.float32),
-        normals=normals.astype(np.float32),
-        sizes=np.sqrt(np.maximum(twice_area, 1e-12)).astype(np.float32),
+        normals=np.ascontiguousarray(geometry.axes[2].T),
+        sizes=geometry.table[12].copy(),
     )
+
+
+@dataclass(frozen=True)
+class _TriangleGeometry:
+    # [17, F] corner 0 (3), edge 1 (3), edge 2 (3), unit normal (3), size (1); rows 13-16 free
+    table: np.ndarray
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray]  # tangent, bitangent, normal, each [3, F]
+
+
+def _triangle_geometry(
+    vertices: np.ndarray, corners: np.ndarray, out: np.ndarray | None = None
+) -> _TriangleGeometry:
+    """Per-triangle geometry from `vertices` [3, V] and `corners` [3, F], as contiguous rows
+    (written into `out` [17, F] when given)."""
+    table = np.empty((17, corners.shape[1]), np.float32) if out is None else out
+    origin, edge1, edge2, normal = table[0:3], table[3:6], table[6:9], table[9:12]
+    for axis in range(3):
+        origin[axis] = np.take(vertices[axis], corners[0])
+        edge1[axis] = np.take(vertices[axis], corners[1]) - origin[axis]
+        edge2[axis] = np.take(vertices[axis], corners[2]) - origin[axis]
+    _cross(edge1, edge2, out=normal)
+    twice_area = np.sqrt(normal[0] ** 2 + normal[1] ** 2 + normal[2] ** 2)
+    # Degenerate triangles keep a finite frame and a tiny positive size (scales stay valid).
+    normal /= np.maximum(twice_area, 1e-20)
+    table[12] = np.sqrt(np.maximum(twice_area, 1e-12))
+    tangent = edge1 / np.maximum(np.sqrt(edge1[0] ** 2 + edge1[1] ** 2 + edge1[2] ** 2), 1e-20)
+    return _TriangleGeometry(table=table, axes=(tangent, _cross(normal, tangent), normal))
+
+
+def _cross(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Cross products of [3, F] rows of vectors."""
+    out = np.empty_like(a) if out is None else out
+    out[0] = a[1] * b[2] - a[2] * b[1]
+    out[1] = a[2] * b[0] - a[0] * b[2]
+    out[2] = a[0] * b[1] - a[1] * b[0]
+    return out
+
+
+def _frame_turns(
+    rest_axes: tuple[np.ndarray, ...], posed_axes: tuple[np.ndarray, ...], out: np.ndarray
+) -> None:
+    """Write into `out` [4, F] the quaternions of D = posed_frame @ rest_frame^T, each frame
+    given by its columns (tangent, bitangent, normal) as [3, F] rows.
+
+    With frame columns r_k (rest) and p_k (posed): trace(D) = sum_k r_k . p_k, and D's
+    antisymmetric part is sum_k r_k x p_k, so 4 w^2 = 1 + trace and (x, y, z) = sum_k r_k x p_k / 4w.
+    Triangles turn little between rest and pose, so this short formula is accurate; the few
+    turned by more than about 150 degrees (w < 0.25) take Shepperd's general method.
+    """
+    trace = sum(r[axis] * p[axis] for r, p in zip(rest_axes, posed_axes, strict=True) for axis in range(3))
+    twice_sines = sum(_cross(r, p) for r, p in zip(rest_axes, posed_axes, strict=True))
+    out[0] = 0.5 * np.sqrt(np.maximum(1.0 + trace, 0.0))
+    out[1:4] = twice_sines * (0.25 / np.maximum(out[0], 1e-20))
+    far = np.flatnonzero(out[0] < 0.25)
+    if far.size:
+        # D[i][j] = sum_k p_k[i] r_k[j]
+        entries = [
+            sum(p[i, far] * r[j, far] for r, p in zip(rest_axes, posed_axes, strict=True))
+            for i in range(3)
+            for j in range(3)
+        ]
+        out[:, far] = quaternion_from_matrix_entries(*entries)
 
 
 def bind(avatar: GaussianAvatar) -> GaussianBinding:
     """Prepare `avatar`'s Gaussians for fast posing with `pose_gaussians`."""
-    corner_vertices = avatar.rig.triangles[avatar.triangle_ids].T
+    rig = avatar.rig
+    corners = np.ascontiguousarray(rig.triangles.T, np.intp)
+    rest = _triangle_geometry(np.ascontiguousarray(rig.vertices.T), corners)
+    rest_frames = matrix_to_quaternion(np.stack(rest.axes, axis=1).transpose(2, 0, 1).astype(np.float64))
+    # Each Gaussian's rotation at rest, in world axes: posing only turns it by its triangle's turn.
+    rest_rotations = quaternion_multiply(
+        rest_frames[avatar.triangle_ids].astype(np.float64), avatar.rotations.astype(np.float64)
+    )
     return GaussianBinding(
-        triangle_ids=avatar.triangle_ids,
-        corner_vertices=np.ascontiguousarray(corner_vertices),
-        barycentrics=np.ascontiguousarray(avatar.barycentrics.T),
+        triangle_corners=corners,
+        rest_axes=np.stack(rest.axes),
+        triangle_ids=avatar.triangle_ids.astype(np.intp),
+        barycentrics=np.ascontiguousarray(avatar.barycentrics[:, 1:].T),
         normal_offsets=avatar.normal_offsets,
-        local_rotations=np.ascontiguousarray(avatar.rotations.T),
-        scale_factors=np.exp(avatar.log_scales),
+        rest_rotations=np.ascontiguousarray(rest_rotations.T, dtype=np.float32),
+        scale_factors=np.ascontiguousarray(np.exp(avatar.log_scales).T),
     )
 
 
 def pose_gaussians(
-    binding: GaussianBinding, vertices: np.ndarray, triangles: np.ndarray
+    binding: GaussianBinding, vertices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posed means [N, 3], rotations [N, 4] (w, x, y, z) and scales [N, 3] on a posed mesh.
 
     `vertices` [V, 3] is the posed mesh (from `pose_vertices`, or read from Blender's evaluated
-    body), `triangles` [F, 3] its triangles. This is what the viewport runs every frame: it works
-    on columns of contiguous arrays and avoids per-Gaussian matrices.
+    body). This is what the viewport runs every frame: per-triangle work once, then one gather
+    of a 17-row triangle table and arithmetic on contiguous [N] rows.
     """
-    frames = triangle_frames(vertices, triangles)
-    ids = binding.triangle_ids
-    corner0, corner1, corner2 = binding.corner_vertices
-    bary0, bary1, bary2 = binding.barycentrics
-    means = vertices[corner0] * bary0[:, None]
-    means += vertices[corner1] * bary1[:, None]
-    means += vertices[corner2] * bary2[:, None]
-    means += frames.normals[ids] * binding.normal_offsets[:, None]
+    corners = binding.triangle_corners
+    vertex_rows = np.ascontiguousarray(vertices.T, np.float32)
+    table = np.empty((17, corners.shape[1]), np.float32)
 
-    # Hamilton product frame * local, written out on [N] columns.
-    fw, fx, fy, fz = frames.rotations[ids].T
-    lw, lx, ly, lz = binding.local_rotations
-    rotations = np.empty((ids.shape[0], 4), np.float32)
-    rotations[:, 0] = fw * lw - fx * lx - fy * ly - fz * lz
-    rotations[:, 1] = fw * lx + fx * lw + fy * lz - fz * ly
-    rotations[:, 2] = fw * ly - fx * lz + fy * lw + fz * lx
-    rotations[:, 3] = fw * lz + fx * ly - fy * lx + fz * lw
+    def pose_triangles(part: slice) -> None:
+        geometry = _triangle_geometry(vertex_rows, corners[:, part], out=table[:, part])
+        _frame_turns(tuple(binding.rest_axes[:, :, part]), geometry.axes, out=table[13:17, part])
 
-    scales = binding.scale_factors * frames.sizes[ids][:, None]
+    count = binding.triangle_ids.shape[0]
+    means = np.empty((count, 3), np.float32)
+    rotations = np.empty((count, 4), np.float32)
+    scales = np.empty((count, 3), np.float32)
+
+    def pose_part(part: slice) -> None:
+        _pose_chunk(binding, table, part, means, rotations, scales)
+
+    # numpy releases the GIL in take() and in arithmetic, so the parts run on all cores at once.
+    _run_in_parts(pose_triangles, corners.shape[1])
+    _run_in_parts(pose_part, count)
     return means, rotations, scales
+
+
+def _run_in_parts(work: Callable[[slice], None], count: int) -> None:
+    """Call `work` on one slice of range(count) per worker thread (on the caller for small jobs)."""
+    pool = _thread_pool()
+    parts = max(1, min(pool._max_workers, count // _MIN_PART))
+    bounds = np.linspace(0, count, parts + 1).astype(int)
+    slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    if parts == 1:
+        work(slices[0])
+    else:
+        for future in [pool.submit(work, part) for part in slices]:
+            future.result()
+
+
+_MIN_PART = 8192  # below this, thread hand-over costs more than it saves
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        workers = min(4, os.cpu_count() or 1)
+        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lca-pose"))
+    return _POOL[0]
+
+
+def _pose_chunk(
+    binding: GaussianBinding,
+    table: np.ndarray,
+    part: slice,
+    means: np.ndarray,
+    rotations: np.ndarray,
+    scales: np.ndarray,
+) -> None:
+    """Pose the Gaussians in `part` from the triangle `table`, writing into the output arrays."""
+    # mode="wrap" skips the bounds check of "raise"; bind() took the ids from a validated avatar.
+    per_gaussian = np.take(table, binding.triangle_ids[part], axis=1, mode="wrap")
+    origin, edge1, edge2, normal = per_gaussian[0:3], per_gaussian[3:6], per_gaussian[6:9], per_gaussian[9:12]
+    size, (tw, tx, ty, tz) = per_gaussian[12], per_gaussian[13:17]
+    weight1, weight2 = binding.barycentrics[:, part]
+    offsets = binding.normal_offsets[part]
+    for axis in range(3):
+        means[part, axis] = (
+            origin[axis] + weight1 * edge1[axis] + weight2 * edge2[axis] + offsets * normal[axis]
+        )
+
+    # Hamilton product (triangle's turn) * (rotation at rest), written out on rows.
+    rw, rx, ry, rz = binding.rest_rotations[:, part]
+    rotations[part, 0] = tw * rw - tx * rx - ty * ry - tz * rz
+    rotations[part, 1] = tw * rx + tx * rw + ty * rz - tz * ry
+    rotations[part, 2] = tw * ry - tx * rz + ty * rw + tz * rx
+    rotations[part, 3] = tw * rz + tx * ry - ty * rx + tz * rw
+    for axis in range(3):
+        scales[part, axis] = binding.scale_factors[axis, part] * size
 
 
 def pose_avatar(
@@ -213,7 +343,7 @@ def pose_avatar(
     """The avatar's Gaussians in world space for a pose (rest when None) and expression."""
     rig = avatar.rig
     vertices = pose_vertices(rig, pose or Pose.rest(rig.joint_count), expression_weights)
-    means, rotations, scales = pose_gaussians(bind(avatar), vertices, rig.triangles)
+    means, rotations, scales = pose_gaussians(bind(avatar), vertices)
     return Splats(
         means=means,
         rotations=rotations,

@@ -21,27 +21,43 @@ def quaternion_to_matrix(quaternions: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_quaternion(matrices: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] rotation matrices -> [..., 4] unit quaternions (w, x, y, z) with w >= 0.
-
-    Shepperd's method: of the four candidate formulas, use the one with the largest denominator.
-    """
+    """[..., 3, 3] rotation matrices -> [..., 4] unit quaternions (w, x, y, z) with w >= 0."""
     m = np.asarray(matrices)
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    candidates = np.stack(
-        [
-            np.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
-            np.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
-            np.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
-            np.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
-        ],
-        axis=-2,
-    )  # [..., 4 candidates, 4]; candidate i is 4 * q_i * q
-    best = np.argmax(np.stack([candidates[..., i, i] for i in range(4)], -1), axis=-1)
-    chosen = np.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
-    quaternion = chosen / np.linalg.norm(chosen, axis=-1, keepdims=True)
-    return np.where(quaternion[..., :1] < 0, -quaternion, quaternion)
+    entries = [m[..., row, column] for row in range(3) for column in range(3)]
+    return np.stack(quaternion_from_matrix_entries(*entries), axis=-1)
+
+
+def quaternion_from_matrix_entries(
+    m00: np.ndarray,
+    m01: np.ndarray,
+    m02: np.ndarray,
+    m10: np.ndarray,
+    m11: np.ndarray,
+    m12: np.ndarray,
+    m20: np.ndarray,
+    m21: np.ndarray,
+    m22: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Quaternion components (w, x, y, z), w >= 0, of rotation matrices given entry by entry.
+
+    Shepperd's method: each of four formulas gives 4 * q_i * q; the one with the largest
+    diagonal term q_i is accurate, so it is chosen per matrix. Working on separate entry arrays
+    keeps every operation on long contiguous rows (the viewport's per-frame path uses this).
+    """  # fmt: skip
+    trace = m00 + m11 + m22
+    # The largest of 4w^2 = 1 + trace and 4x^2 = 1 + 2 m00 - trace (and likewise for y, z).
+    use_w = (trace >= m00) & (trace >= m11) & (trace >= m22)
+    use_x = ~use_w & (m00 >= m11) & (m00 >= m22)
+    use_y = ~use_w & ~use_x & (m11 >= m22)
+    choices = [use_w, use_x, use_y, ~(use_w | use_x | use_y)]
+    odd_x, odd_y, odd_z = m21 - m12, m02 - m20, m10 - m01
+    even_x, even_y, even_z = m01 + m10, m02 + m20, m12 + m21
+    w = np.select(choices, [1 + trace, odd_x, odd_y, odd_z])
+    x = np.select(choices, [odd_x, 1 + m00 - m11 - m22, even_x, even_y])
+    y = np.select(choices, [odd_y, even_x, 1 - m00 + m11 - m22, even_z])
+    z = np.select(choices, [odd_z, even_y, even_z, 1 - m00 - m11 + m22])
+    scale = np.where(w < 0, -1.0, 1.0).astype(w.dtype) / np.sqrt(w * w + x * x + y * y + z * z)
+    return w * scale, x * scale, y * scale, z * scale
 
 
 def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -142,7 +142,7 @@ def test_rotating_a_joint_is_a_rigid_motion_about_its_head(tube_rig):
 def test_pose_gaussians_matches_slow_reference(tube_rig):
     avatar = random_avatar(tube_rig, 200, seed=4)
     vertices = deform.pose_vertices(tube_rig, random_pose(tube_rig, 5), np.array([0.5, 0.5], np.float32))
-    means, rotations, scales = deform.pose_gaussians(deform.bind(avatar), vertices, tube_rig.triangles)
+    means, rotations, scales = deform.pose_gaussians(deform.bind(avatar), vertices)
     slow_means, slow_matrices, slow_scales = slow_pose_gaussians(avatar, vertices)
     np.testing.assert_allclose(means, slow_means, atol=1e-6)
     np.testing.assert_allclose(quaternion_to_matrix(rotations.astype(np.float64)), slow_matrices, atol=1e-5)
@@ -182,7 +182,9 @@ def test_torch_twin_matches_numpy(tube_rig):
         avatar, torch.as_tensor(pose.rotations), torch.as_tensor(pose.translation), torch.as_tensor(weights)
     )
     np.testing.assert_allclose(means.numpy(), splats.means, atol=1e-5)
-    np.testing.assert_allclose(rotations.numpy(), splats.rotations, atol=1e-5)
+    # q and -q are the same rotation; the two twins may pick either.
+    sign = np.sign(np.sum(rotations.numpy() * splats.rotations, axis=1, keepdims=True))
+    np.testing.assert_allclose(rotations.numpy() * sign, splats.rotations, atol=1e-5)
     np.testing.assert_allclose(scales.numpy(), splats.scales, rtol=1e-5, atol=1e-7)
 
 
