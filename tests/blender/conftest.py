@@ -1,0 +1,182 @@
+"""Headless Blender (the `bpy` module) for tests: a sandboxed home, the installed extension, a clean exit.
+
+These tests run in their own environment (`scripts/setup_blender_env.sh` makes `.venv-blender`);
+anywhere `bpy` cannot be imported the whole folder is skipped.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXTENSION_ID = "lca_avatars"
+# The extensions repository the tests install into; the add-on's module becomes bl_ext.<this>.<id>.
+TEST_REPO_MODULE = "lca_tests"
+ADDON_MODULE = f"bl_ext.{TEST_REPO_MODULE}.{EXTENSION_ID}"
+
+BPY_AVAILABLE = importlib.util.find_spec("bpy") is not None
+_SANDBOX = REPO_ROOT / ".cache" / "blender-home"
+
+if BPY_AVAILABLE:
+    # Blender reads these when bpy is first imported and would otherwise write preferences, extension
+    # repositories and temporary files into the user's home and /tmp. Set only when bpy is here, so
+    # that a run of the whole suite in the engine's environment keeps its real home and caches.
+    for _variable, _folder in (
+        ("HOME", _SANDBOX),
+        ("XDG_CONFIG_HOME", _SANDBOX / "config"),
+        ("XDG_CACHE_HOME", _SANDBOX / "cache"),
+        ("TMPDIR", _SANDBOX / "tmp"),
+    ):
+        _folder.mkdir(parents=True, exist_ok=True)
+        os.environ[_variable] = str(_folder)
+    # tempfile caches the temporary folder on first use, which pytest may already have made.
+    tempfile.tempdir = None
+
+    import bpy
+
+    # isort: split
+    import addon_utils  # bpy has to be imported first: it puts Blender's modules on sys.path
+
+else:
+
+    class _NeedsBpy(pytest.File):
+        """Stands in for a test module here, reporting it as skipped instead of failing to import bpy."""
+
+        def collect(self) -> Iterator[pytest.Item]:
+            pytest.skip(
+                "bpy is not installed in this environment; run `bash scripts/setup_blender_env.sh`, "
+                "then `.venv-blender/bin/python -m pytest tests/blender`"
+            )
+
+    def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Collector:
+        # A module-level skip in this file would crash pytest when the folder is named on the
+        # command line (an initial conftest may not skip); a skipping collector works either way.
+        return _NeedsBpy.from_parent(parent, path=module_path)
+
+
+# bpy 4.5 hangs at interpreter exit if anything is still registered (4.2 segfaults there), so a
+# session that imported bpy leaves with os._exit once pytest has reported, with pytest's own status.
+_exit_status: int | None = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status is None or "bpy" not in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
+
+
+@dataclass(frozen=True)
+class InstalledExtension:
+    """The extension as installed into the test repository; enable() and disable() raise on errors."""
+
+    module: str  # bl_ext.lca_tests.lca_avatars
+    directory: Path
+
+    def enable(self) -> ModuleType:
+        root = addon_utils.enable(self.module, default_set=True, handle_error=_raise)
+        assert root is not None, f"{self.module} did not enable"
+        return root
+
+    def disable(self) -> None:
+        addon_utils.disable(self.module, default_set=True, handle_error=_raise)
+
+    @property
+    def is_enabled(self) -> bool:
+        return bool(addon_utils.check(self.module)[1])
+
+
+def _raise(error: BaseException) -> None:
+    # addon_utils prints and swallows errors by default; a test must see them.
+    raise error
+
+
+@pytest.fixture(scope="session")
+def blender_ext() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Blender's own extension tool (what `blender --command extension` runs), shipped inside bpy."""
+    scripts = Path(bpy.utils.system_resource("SCRIPTS"))
+    tool = scripts / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    if not tool.is_file():
+        pytest.skip(f"this bpy ({bpy.app.version_string}) ships no extension tool at {tool}")
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(tool), *arguments], capture_output=True, text=True, timeout=120, check=False
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def valid_tags_file() -> Path:
+    """The tag list Blender validates manifests against (the one extensions.blender.org uses)."""
+    return Path(bpy.utils.system_resource("SCRIPTS")) / "modules" / "_bpy_internal" / "extensions" / "tags.py"
+
+
+@pytest.fixture(scope="session")
+def extension_zip(
+    blender_ext: Callable[..., subprocess.CompletedProcess[str]],
+    valid_tags_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """The extension package, built from the checkout by Blender's tool as a release would be."""
+    output = tmp_path_factory.mktemp("extension-build") / f"{EXTENSION_ID}.zip"
+    result = blender_ext(
+        "build", f"--source-dir={REPO_ROOT}", f"--output-filepath={output}", f"--valid-tags={valid_tags_file}"
+    )
+    assert result.returncode == 0, f"extension build failed:\n{result.stdout}\n{result.stderr}"
+    with zipfile.ZipFile(output) as archive:
+        assert archive.testzip() is None
+    return output
+
+
+@pytest.fixture(scope="session")
+def installed_extension(
+    extension_zip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InstalledExtension]:
+    """The package installed into a throw-away extensions repository, as "Install from Disk" does.
+
+    Not enabled; removed again at the end of the session.
+    """
+    extensions = bpy.context.preferences.extensions
+    repo_directory = tmp_path_factory.mktemp("extensions-repo")
+    repo = extensions.repos.new(
+        name="LCA tests", module=TEST_REPO_MODULE, custom_directory=str(repo_directory), source="USER"
+    )
+    installed = InstalledExtension(module=ADDON_MODULE, directory=repo_directory / EXTENSION_ID)
+    try:
+        result = bpy.ops.extensions.package_install_files(
+            filepath=str(extension_zip), repo=TEST_REPO_MODULE, enable_on_install=False
+        )
+        assert result == {"FINISHED"}, result
+        yield installed
+    finally:
+        if installed.is_enabled:
+            installed.disable()
+        extensions.repos.remove(repo)
+
+
+@pytest.fixture
+def enabled_extension(installed_extension: InstalledExtension) -> Iterator[ModuleType]:
+    """The extension enabled for one test and disabled after it; yields its root module."""
+    root = installed_extension.enable()
+    try:
+        yield root
+    finally:
+        installed_extension.disable()
