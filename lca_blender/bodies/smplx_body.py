@@ -264,9 +264,7 @@ def _vectors(name: str, value: np.ndarray | None, count: int) -> np.ndarray:
         return np.zeros((count, 3))
     array = np.asarray(value, np.float64)
     if array.size != 3 * count or not np.isfinite(array).all():
-        raise PoseError(
-            f"SMPL-X '{name}' must hold {3 * count} finite numbers, found shape {array.shape}."
-        )
+        raise PoseError(f"SMPL-X '{name}' must hold {3 * count} finite numbers, found shape {array.shape}.")
     return array.reshape(count, 3)
 
 
@@ -369,9 +367,9 @@ def _read_model_file(path: Path) -> _ModelArrays:
     return _ModelArrays(
         template=template.astype(np.float32),
         shape_directions=shapedirs[:, :, :shape_count].astype(np.float32),
-        expression_directions=shapedirs[
-            :, :, shape_count : shape_count + expression_count
-        ].astype(np.float32),
+        expression_directions=shapedirs[:, :, shape_count : shape_count + expression_count].astype(
+            np.float32
+        ),
         joint_regressor=regressor.astype(np.float32),
         skin_weights=np.clip(weights, 0.0, None).astype(np.float32),
         parents=parents.astype(np.int32),
@@ -399,16 +397,12 @@ def _read_converted(path: Path, expected_sha256: str) -> _ModelArrays:
         vertex_count = regressor.shape[1]
         return _ModelArrays(
             template=_read_array(archive, path, "template", "f", (vertex_count, 3)),
-            shape_directions=_read_array(
-                archive, path, "shape_directions", "f", (vertex_count, 3, None)
-            ),
+            shape_directions=_read_array(archive, path, "shape_directions", "f", (vertex_count, 3, None)),
             expression_directions=_read_array(
                 archive, path, "expression_directions", "f", (vertex_count, 3, None)
             ),
             joint_regressor=regressor,
-            skin_weights=_read_array(
-                archive, path, "skin_weights", "f", (vertex_count, _JOINT_COUNT)
-            ),
+            skin_weights=_read_array(archive, path, "skin_weights", "f", (vertex_count, _JOINT_COUNT)),
             parents=_read_array(archive, path, "parents", "i", (_JOINT_COUNT,)),
             triangles=_read_array(archive, path, "triangles", "i", (None, 3)),
         )

@@ -223,9 +223,7 @@ def test_rest_rig_is_the_shaped_template(model_file: Path, reference_model, tmp_
     shaped = _to_blender(reference.v_shaped[0])
     np.testing.assert_allclose(rig.vertices, shaped, rtol=0, atol=1e-6)
     np.testing.assert_allclose(pose_vertices(rig, Pose.rest(rig.joint_count)), shaped, atol=1e-6)
-    np.testing.assert_allclose(
-        rig.bone_heads, _to_blender(reference.joints[0, : rig.joint_count]), atol=1e-6
-    )
+    np.testing.assert_allclose(rig.bone_heads, _to_blender(reference.joints[0, : rig.joint_count]), atol=1e-6)
     assert rig.joint_names == list(SMPLX_JOINT_NAMES)
     assert rig.joint_parents.tolist() == list(SMPLX_PARENTS)
     assert rig.expression_names == [f"smplx_expression_{index:02d}" for index in range(4)]
