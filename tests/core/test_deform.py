@@ -150,11 +150,14 @@ def test_pose_gaussians_matches_slow_reference(tube_rig):
     np.testing.assert_allclose(scales, slow_scales, rtol=1e-5)
 
 
-def test_gaussians_ride_their_triangle_rigidly(tube_rig):
-    """Moving the whole body rigidly moves every Gaussian by the same rigid motion."""
+@pytest.mark.parametrize("angle", [1.0, 2.7, np.pi])
+def test_gaussians_ride_their_triangle_rigidly(tube_rig, angle):
+    """Moving the whole body rigidly moves every Gaussian by the same rigid motion.
+
+    Turns past 150 degrees take the general branch of the per-triangle turn quaternion."""
     avatar = random_avatar(tube_rig, 100, seed=6)
     pose = Pose.rest(tube_rig.joint_count)
-    pose.rotations[0] = axis_angle_to_quaternion(np.array([0.0, 0.0, 1.0]))
+    pose.rotations[0] = axis_angle_to_quaternion(np.array([0.0, 0.3, 1.0]) / np.hypot(0.3, 1.0) * angle)
     pose.translation[:] = [0.3, -0.1, 0.2]
     rest = deform.pose_avatar(avatar)
     moved = deform.pose_avatar(avatar, pose)
