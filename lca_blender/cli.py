@@ -32,6 +32,13 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -63,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     new = commands.add_parser(
         "new",
         help="make a sample avatar on the default body (no photos needed)",
-        description="Make an avatar on the default Anny body, covered in Gaussians with a "
-        "procedural outfit (striped shirt, checked trousers). The first run extracts the body "
-        "model (about a minute); later runs take seconds.",
+        description="Make an avatar on the default Anny body (or an SMPL-X body from your own "
+        "model file), covered in Gaussians with a procedural outfit (striped shirt, checked "
+        "trousers). The first run extracts the body model (about a minute); later runs take seconds.",
     )
     new.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
     new.add_argument(
@@ -83,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="Anny body parameter in [0, 1], repeatable: gender, age, muscle, weight, height, "
         "proportions (default 0.5 each)",
+    )
+    new.add_argument(
+        "--smplx",
+        type=Path,
+        metavar="MODEL.npz",
+        help="use SMPL-X instead of Anny, from the model file you downloaded from its authors "
+        "(the .npz release; converted once into the cache)",
+    )
+    new.add_argument(
+        "--betas",
+        type=_float_list,
+        metavar="B0,B1,...",
+        help="SMPL-X shape coefficients, comma-separated (with --smplx; default all 0)",
     )
 
     info = commands.add_parser(
@@ -124,11 +144,23 @@ def _progress(kind: str) -> Progress:
 
 
 def command_new(args: argparse.Namespace, progress: Progress) -> None:
-    from .bodies.anny_body import anny_rig
     from .formats.lca import write_avatar
     from .sample import sample_avatar
 
-    rig = anny_rig(dict(args.body), progress=progress)
+    if args.smplx is not None:
+        from .bodies.smplx_body import smplx_rig
+        from .paths import cache_dir
+
+        if args.body:
+            raise AvatarError("--body sets Anny's parameters; with --smplx use --betas.")
+        betas = None if args.betas is None else np.asarray(args.betas, np.float64)
+        rig = smplx_rig(args.smplx, cache_dir() / "bodies", betas=betas)
+    else:
+        from .bodies.anny_body import anny_rig
+
+        if args.betas is not None:
+            raise AvatarError("--betas shapes an SMPL-X body; add --smplx MODEL.npz, or use --body for Anny.")
+        rig = anny_rig(dict(args.body), progress=progress)
     progress.stage("gaussians", f"Covering the body with {args.gaussians} Gaussians")
     avatar = sample_avatar(rig, args.gaussians, sh_degree=args.sh_degree, seed=args.seed)
     write_avatar(args.output, avatar)

@@ -61,20 +61,22 @@ def outfit_albedo(rig: Rig, triangle_ids: np.ndarray, barycentrics: np.ndarray) 
     points = np.einsum("nk,nkc->nc", barycentrics, corners)
     height = points[:, 2] - rig.vertices[:, 2].min()
 
-    def part(*prefixes: str) -> np.ndarray:
-        return np.array([name.startswith(prefixes) for name in names], dtype=bool)
+    def part(*fragments: str) -> np.ndarray:
+        # Fragments of joint names in Anny's (MakeHuman) and SMPL-X's naming.
+        return np.array([any(fragment in name for fragment in fragments) for name in names], dtype=bool)
 
     albedo = np.tile(_SKIN, (len(names), 1))
-    torso = part("spine", "clavicle", "shoulder", "upperarm", "root", "pelvis")
+    torso = part("spine", "clavicle", "collar", "shoulder", "upperarm", "root", "pelvis")
     stripes = np.sin(height * 2 * np.pi / 0.06) > 0.35
     albedo[torso] = _SHIRT
     albedo[torso & stripes] = _SHIRT_STRIPE
     # The hips below the waistband belong to the trousers.
-    legs = part("upperleg", "lowerleg") | (torso & (height < 0.53 * np.ptp(rig.vertices[:, 2])))
+    waist = 0.53 * np.ptp(rig.vertices[:, 2])
+    legs = part("upperleg", "lowerleg", "hip", "knee") | (torso & (height < waist))
     checks = (np.floor(points[:, 0] / 0.05) + np.floor(height / 0.05)) % 2 == 0
     albedo[legs] = _TROUSERS
     albedo[legs & checks] = _TROUSERS_CHECK
-    albedo[part("foot", "toe")] = _SHOES
+    albedo[part("foot", "toe", "ankle")] = _SHOES
     eyes = part("eye")
     if eyes.any():
         eye_joint_heads = {name: rig.bone_heads[rig.joint_index(name)] for name in set(names[eyes])}

@@ -434,3 +434,33 @@ def test_module_needs_neither_torch_nor_smplx() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_cli_makes_a_sample_avatar_on_smplx(tmp_path: Path, monkeypatch) -> None:
+    """`lca-avatar new --smplx MODEL.npz --betas ...` builds the sample on the converted body."""
+    from lca_blender.cli import main
+    from lca_blender.formats.lca import read_avatar
+
+    monkeypatch.setenv("LCA_CACHE_DIR", str(tmp_path / "cache"))
+    model = write_model(tmp_path / "SMPLX_NEUTRAL.npz", synthetic_smplx_arrays())
+    output = tmp_path / "smplx.lca"
+    arguments = [
+        "new",
+        "-o",
+        str(output),
+        "--gaussians",
+        "3000",
+        "--smplx",
+        str(model),
+        "--betas",
+        "0.5,-0.2",
+    ]
+    status = main(["--progress", "none", *arguments])
+    assert status == 0
+    avatar = read_avatar(output)
+    assert avatar.rig.body_model == "smplx" and avatar.rig.joint_names == list(SMPLX_JOINT_NAMES)
+    assert avatar.rig.body_parameters["betas"][:2] == pytest.approx([0.5, -0.2])
+    assert avatar.gaussian_count == 3000
+    # Anny's parameters do not apply to SMPL-X and say so.
+    assert main(["new", "-o", str(tmp_path / "x.lca"), "--smplx", str(model), "--body", "height=0.2"]) == 2
+    assert not (tmp_path / "x.lca").exists()
