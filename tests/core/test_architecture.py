@@ -39,6 +39,13 @@ BLENDER_LOADED_CORE_MODULES = (
     "lca_blender.rotations",
     "lca_blender.errors",
     "lca_blender.formats.atomic",
+    "lca_blender.formats.lca",
+    "lca_blender.formats.ply",
+    "lca_blender.deform",
+    "lca_blender.poses",
+    "lca_blender.sample",
+    "lca_blender.lights",
+    "lca_blender.shading",
 )
 UNPICKLING_CALLS = {
     f"{module}.{function}"
