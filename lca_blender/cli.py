@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .errors import AvatarError
 from .progress import Cancelled, JsonLinesProgress, Progress, TerminalProgress
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+MAX_GAUSSIANS = 20_000_000
 logger = logging.getLogger("lca_blender")
 
 
@@ -37,6 +39,16 @@ def _float_list(text: str) -> list[float]:
         return [float(value) for value in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got '{text}'")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -76,12 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
     new.add_argument(
-        "--gaussians", type=_positive_int, default=100_000, help="number of Gaussians (default 100000)"
+        "--gaussians",
+        type=_positive_int,
+        default=100_000,
+        help=f"number of Gaussians (default 100000, at most {MAX_GAUSSIANS})",
     )
     new.add_argument(
         "--sh-degree", type=int, choices=(0, 1, 2, 3), default=1, help="spherical-harmonic degree (default 1)"
     )
-    new.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    new.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     new.add_argument(
         "--body",
         metavar="NAME=VALUE",
@@ -197,6 +212,11 @@ def command_new(args: argparse.Namespace, progress: Progress) -> None:
     from .formats.lca import write_avatar
     from .sample import sample_avatar
 
+    _check_output_folder(args.output)
+    if args.gaussians > MAX_GAUSSIANS:
+        raise AvatarError(
+            f"--gaussians {args.gaussians} is more than the {MAX_GAUSSIANS} an avatar may hold."
+        )
     if args.smplx is not None:
         from .bodies.smplx_body import smplx_rig
         from .paths import cache_dir
@@ -218,6 +238,13 @@ def command_new(args: argparse.Namespace, progress: Progress) -> None:
     print(f"Wrote {args.output}: {avatar.gaussian_count} Gaussians on {rig.body_model}")
 
 
+def _check_output_folder(path: Path) -> None:
+    """Fail before the work, not after it, when the output cannot be written where asked."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise AvatarError(f"Cannot write '{path}': the folder '{folder}' does not exist.")
+
+
 def describe(path: Path) -> dict:
     """A JSON-ready description of an .lca or .ply file."""
     if path.suffix.lower() == ".ply":
@@ -230,7 +257,7 @@ def describe(path: Path) -> dict:
             "kind": "splats",
             "splats": splats.count,
             "sh_degree": int(round(np.sqrt(splats.sh.shape[1]))) - 1,
-            "bounds_m": [low.round(4).tolist(), high.round(4).tolist()],
+            "bounds_m": [low.astype(np.float64).round(4).tolist(), high.astype(np.float64).round(4).tolist()],
         }
     from .formats.lca import read_avatar
 
@@ -269,6 +296,7 @@ def command_export(args: argparse.Namespace, progress: Progress) -> None:
     from .formats.ply import write_ply
     from .poses import load_pose
 
+    _check_output_folder(args.ply)
     avatar = read_avatar(args.file)
     pose, expressions = load_pose(avatar.rig, args.pose)
     expressions.update(dict(args.expression))
@@ -293,6 +321,7 @@ def command_render(args: argparse.Namespace, progress: Progress) -> None:
         raise AvatarError(f"A turntable is written as .gif, .webp or .mp4; got '{args.output.name}'.")
     if not args.turntable and suffix != ".png":
         raise AvatarError(f"Stills are written as .png; got '{args.output.name}'.")
+    _check_output_folder(args.output)
     avatar = read_avatar(args.file)
     pose, expressions = load_pose(avatar.rig, args.pose)
     expressions.update(dict(args.expression))
@@ -338,5 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console entry point."""
+    # Cancelling from the add-on (terminate) must clean up as Ctrl-C does: temporary files go.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

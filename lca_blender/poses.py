@@ -51,14 +51,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "point": {
         "joints": {
             **_curl("R", ("finger1", "finger3", "finger4", "finger5"), 75),
-            "upperarm01.R": {"euler_xyz_deg": [-60, 0, -30]},
+            "upperarm01.R": {"euler_xyz_deg": [60, 0, -30]},
             "lowerarm01.R": {"euler_xyz_deg": [-20, 0, 0]},
         }
     },
     "wave": {
         "joints": {
-            "upperarm01.R": {"euler_xyz_deg": [0, 0, -120]},
-            "lowerarm01.R": {"euler_xyz_deg": [-70, 0, 0]},
+            "upperarm01.R": {"euler_xyz_deg": [0, 90, -50]},
+            "lowerarm01.R": {"euler_xyz_deg": [45, 0, 0]},
             "neck01": {"euler_xyz_deg": [0, 0, -10]},
         },
         "expressions": {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8},
@@ -113,6 +113,8 @@ def _numbers(values: Any, count: int, what: str) -> np.ndarray:
         raise PoseError(f"{what} must be a list of {count} numbers.") from None
     if array.shape != (count,) or not np.isfinite(array).all():
         raise PoseError(f"{what} must be a list of {count} finite numbers.")
+    if np.abs(array).max(initial=0.0) > 1e6:
+        raise PoseError(f"{what} holds a number too large to be a rotation, offset or weight.")
     return array
 
 
@@ -142,6 +144,10 @@ def load_pose(rig: Rig, name_or_path: str) -> tuple[Pose, dict[str, float]]:
         raise PoseError(f"The pose file '{path.name}' is too large to be a pose.")
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise PoseError(f"Cannot read the pose file '{path.name}': {error.strerror or error}.") from None
+    except RecursionError:
+        raise PoseError(f"The pose file '{path.name}' is nested too deeply to be a pose.") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, integers of over 4300 digits
         raise PoseError(f"The pose file '{path.name}' is not valid JSON: {error}.") from None
     return pose_from_spec(rig, spec)

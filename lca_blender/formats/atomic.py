@@ -23,7 +23,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     if not folder.is_dir():
         raise AvatarWriteError(f"Cannot write '{target}': the folder '{folder}' does not exist.")
     try:
-        handle, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=folder)
+        # The real extension stays last: some writers (ffmpeg) pick the format from it.
+        handle, temporary_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".partial{target.suffix}", dir=folder
+        )
     except OSError as error:
         raise AvatarWriteError(f"Cannot write into '{folder}': {error.strerror}.") from None
     os.close(handle)

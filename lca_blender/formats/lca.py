@@ -314,6 +314,8 @@ class _Container:
 @contextlib.contextmanager
 def _open_container(path: str | os.PathLike) -> Iterator[_Container]:
     path = Path(path)
+    if path.is_dir():
+        raise AvatarFileError(f"'{path}' is a folder; give the path of an .lca avatar file.")
     if not path.is_file():
         raise AvatarFileError(f"The avatar file '{path}' does not exist.")
     if path.stat().st_size > MAX_FILE_BYTES:

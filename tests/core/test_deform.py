@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_avatar, random_rotations
+from rig_builders import random_avatar, random_rotations
 
 from lca_blender import deform
 from lca_blender.avatar import Pose
