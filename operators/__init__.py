@@ -1,7 +1,16 @@
-"""Blender operators, one module per job family (build, import/export, batch, animation, engine)."""
+"""Blender operators, one module per job family (import/export, build, batch, rendering, engine)."""
 
-import bpy
+from . import import_export
 
-classes: tuple[type, ...] = ()
+# Registered in this order, unregistered in reverse.
+_modules = (import_export,)
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+
+def register() -> None:
+    for module in _modules:
+        module.register()
+
+
+def unregister() -> None:
+    for module in reversed(_modules):
+        module.unregister()

@@ -1,7 +1,17 @@
 """Viewport drawing of the splats: draw handler, GPU shaders, depsgraph and frame-change handlers."""
 
-import bpy
+from . import posing, state
 
-classes: tuple[type, ...] = ()
+# Registered in this order, unregistered in reverse.
+_modules = (posing,)
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+
+def register() -> None:
+    for module in _modules:
+        module.register()
+
+
+def unregister() -> None:
+    for module in reversed(_modules):
+        module.unregister()
+    state.clear()

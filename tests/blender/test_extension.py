@@ -170,7 +170,13 @@ def _our_keymap_items() -> list[str]:
 
 
 def _declared_classes(root: ModuleType) -> set[type]:
-    return {cls for name in SUB_PACKAGES for cls in getattr(root, name).classes}
+    """The classes each sub-package and each of its registered modules (`_modules`) declare."""
+    declared: set[type] = set()
+    for name in SUB_PACKAGES:
+        package = getattr(root, name)
+        for module in (package, *getattr(package, "_modules", ())):
+            declared.update(getattr(module, "classes", ()))
+    return declared
 
 
 def test_enabling_registers_the_preferences(enabled_extension: ModuleType) -> None:

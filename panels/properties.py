@@ -1,0 +1,51 @@
+"""The add-on's settings on Blender data: one property group on objects, one on the scene."""
+
+import bpy
+
+LOOK_ITEMS = (
+    ("CAPTURED", "As captured", "The colours of the photos, view-dependent (spherical harmonics)"),
+    ("RELIT", "Relit", "Albedo lit by the scene's lights and world colour"),
+)
+
+
+class LCA_PG_object(bpy.types.PropertyGroup):
+    """Per-object settings. On `<name>_splats` meshes: the preview; on rigs and bodies: the avatar."""
+
+    is_splats: bpy.props.BoolProperty(name="LCA splats", default=False, options={"HIDDEN"})
+    avatar_name: bpy.props.StringProperty(name="Avatar", description="The avatar this object belongs to")
+    source_path: bpy.props.StringProperty(name="Source", subtype="FILE_PATH", description="The .lca file")
+    preview: bpy.props.BoolProperty(
+        name="Preview", description="Draw the splats in the viewport", default=True
+    )
+    look: bpy.props.EnumProperty(name="Look", items=LOOK_ITEMS, default="CAPTURED")
+    splat_scale: bpy.props.FloatProperty(
+        name="Splat scale", description="Multiplies every splat's size", default=1.0, min=0.01, max=10.0
+    )
+    opacity: bpy.props.FloatProperty(
+        name="Opacity", description="Multiplies every splat's opacity", default=1.0, min=0.0, max=1.0
+    )
+
+
+class LCA_PG_scene(bpy.types.PropertyGroup):
+    """Scene-wide settings and the state of a running build, read by the sidebar."""
+
+    build_progress: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    build_stage: bpy.props.StringProperty(name="Stage")
+    build_message: bpy.props.StringProperty(name="Message")
+    build_running: bpy.props.BoolProperty(name="Building", default=False)
+
+
+classes = (LCA_PG_object, LCA_PG_scene)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.Object.lca = bpy.props.PointerProperty(type=LCA_PG_object)
+    bpy.types.Scene.lca = bpy.props.PointerProperty(type=LCA_PG_scene)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.lca
+    del bpy.types.Object.lca
+    _unregister_classes()
