@@ -1,6 +1,7 @@
 """Posing in numpy: joint rotations and expressions -> posed body mesh -> posed Gaussians.
 
-The maths (the torch twin in `deform_torch.py` follows it line by line):
+The maths (the torch twin in `deform_torch.py` computes it directly; this module arranges it for
+speed, see `GaussianBinding`):
 
 - Forward kinematics, Blender's pose-bone convention. With rest frames P_j and local rotations
   L_j = [R(q_j) | 0]:  W_root = [I | t] P_root L_root,  W_j = W_parent (P_parent^-1 P_j) L_j.

@@ -291,3 +291,27 @@ def test_pose_from_world_inverts_forward_kinematics(tube_rig):
     sign = np.sign(np.sum(recovered.rotations * pose.rotations, axis=1, keepdims=True))
     np.testing.assert_allclose(recovered.rotations * sign, pose.rotations, atol=1e-5)
     np.testing.assert_allclose(recovered.translation, pose.translation, atol=1e-6)
+
+
+def test_anny_rig_is_cached_once_per_phenotype(anny_rig, tmp_path, monkeypatch):
+    """The slow extraction runs once; later calls read the versioned, pickle-free cache file."""
+    from lca_blender.bodies import anny_body
+
+    calls = []
+
+    def extract(phenotype=None, model=None):
+        calls.append(phenotype)
+        return anny_rig
+
+    monkeypatch.setattr(anny_body, "extract_anny_rig", extract)
+    first = anny_body.anny_rig(folder=tmp_path)
+    second = anny_body.anny_rig(folder=tmp_path)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.vertices, second.vertices)
+    (cached,) = tmp_path.iterdir()
+    assert cached.name.startswith(f"anny-{anny_body.anny_version()}-x{anny_body.EXTRACTOR_VERSION}-")
+    # Another phenotype is another file; an out-of-range one is refused before any work.
+    anny_body.anny_rig({"height": 0.9}, folder=tmp_path)
+    assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
+    with pytest.raises(anny_body.BodyModelError, match="between 0 and 1"):
+        anny_body.anny_rig({"height": 1.5}, folder=tmp_path)
