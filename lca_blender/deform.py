@@ -283,26 +283,26 @@ def pose_gaussians(
 
 
 def _run_in_parts(work: Callable[[slice], None], count: int) -> None:
-    """Call `work` on one slice of range(count) per worker thread (on the caller for small jobs)."""
-    pool = _thread_pool()
-    parts = max(1, min(pool._max_workers, count // _MIN_PART))
+    """Call `work` on slices of range(count), one per core (all on the caller for small jobs)."""
+    parts = max(1, min(_CORES, count // _MIN_PART))
     bounds = np.linspace(0, count, parts + 1).astype(int)
     slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
-    if parts == 1:
-        work(slices[0])
-    else:
-        for future in [pool.submit(work, part) for part in slices]:
-            future.result()
+    # The calling thread takes the first part itself rather than waiting idle.
+    futures = [_helper_threads().submit(work, part) for part in slices[1:]]
+    work(slices[0])
+    for future in futures:
+        future.result()
 
 
+_CORES = min(4, os.cpu_count() or 1)
 _MIN_PART = 8192  # below this, thread hand-over costs more than it saves
 _POOL: list[ThreadPoolExecutor] = []
 
 
-def _thread_pool() -> ThreadPoolExecutor:
+def _helper_threads() -> ThreadPoolExecutor:
+    """The threads that work beside the caller (created on first use, never at import)."""
     if not _POOL:
-        workers = min(4, os.cpu_count() or 1)
-        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lca-pose"))
+        _POOL.append(ThreadPoolExecutor(max_workers=max(1, _CORES - 1), thread_name_prefix="lca-pose"))
     return _POOL[0]
 
 
