@@ -1,7 +1,285 @@
-"""Scaffolding replaced by the module's real content in this change."""
+"""Import .lca avatars as an armature, a body mesh and a splats mesh; export the posed splats as .ply."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import bpy
+import numpy as np
+from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-classes: tuple[type, ...] = ()
+from ..viewport import posing, state
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+
+@dataclass(frozen=True)
+class ImportedAvatar:
+    """The Blender objects made for one avatar."""
+
+    collection: bpy.types.Collection
+    rig: bpy.types.Object  # armature <name>_rig
+    body: bpy.types.Object  # mesh <name>_body, child of the rig
+    splats: bpy.types.Object  # mesh <name>_splats, child of the body
+
+
+def import_avatar(context: bpy.types.Context, filepath: str) -> ImportedAvatar:
+    """Read an .lca file and build its objects in a new collection named after the file.
+
+    Raises AvatarError (with an artist-readable message) when the file cannot be read.
+    """
+    from ..lca_blender.formats.lca import read_avatar
+
+    avatar = read_avatar(filepath)
+    name = Path(filepath).stem
+    if context.mode != "OBJECT":
+        bpy.ops.object.mode_set(mode="OBJECT")
+    collection = bpy.data.collections.new(name)
+    context.scene.collection.children.link(collection)
+    rig = _build_armature(context, collection, f"{name}_rig", avatar.rig)
+    body = _build_body(context, collection, f"{name}_body", avatar.rig, rig)
+    splats = _build_splats(collection, f"{name}_splats", avatar, body)
+    for obj in (rig, body, splats):
+        obj.lca.avatar_name = name
+        obj.lca.source_path = str(filepath)
+    splats.lca.is_splats = True
+    posing.bind_splats(splats, avatar)
+
+    for obj in context.view_layer.objects:
+        obj.select_set(False)
+    rig.select_set(True)
+    context.view_layer.objects.active = rig
+    posing.update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
+    return ImportedAvatar(collection=collection, rig=rig, body=body, splats=splats)
+
+
+def _build_armature(
+    context: bpy.types.Context, collection: bpy.types.Collection, name: str, rig_data
+) -> bpy.types.Object:
+    from ..lca_blender.blender_data import bone_arrays
+
+    bones = bone_arrays(rig_data)
+    armature = bpy.data.armatures.new(name)
+    armature.display_type = "OCTAHEDRAL"
+    rig = bpy.data.objects.new(name, armature)
+    rig.show_in_front = True
+    collection.objects.link(rig)
+    context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        edit_bones = [armature.edit_bones.new(bone_name) for bone_name in bones.names]
+        armature.edit_bones.foreach_set("head", bones.heads.reshape(-1))
+        armature.edit_bones.foreach_set("tail", bones.tails.reshape(-1))
+        armature.edit_bones.foreach_set("roll", bones.rolls)
+        # Unconnected bones keep their heads exactly where the rig has them.
+        for bone, parent in zip(edit_bones, bones.parents, strict=True):
+            if parent >= 0:
+                bone.parent = edit_bones[parent]
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    return rig
+
+
+def _build_body(
+    context: bpy.types.Context, collection: bpy.types.Collection, name: str, rig_data, rig: bpy.types.Object
+) -> bpy.types.Object:
+    from ..lca_blender.blender_data import joint_weights, mesh_arrays, shape_key_coordinates
+
+    arrays = mesh_arrays(rig_data)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(arrays.vertex_count)
+    mesh.loops.add(arrays.loop_vertices.shape[0])
+    mesh.polygons.add(arrays.polygon_count)
+    mesh.vertices.foreach_set("co", arrays.coordinates)
+    mesh.loops.foreach_set("vertex_index", arrays.loop_vertices)
+    mesh.polygons.foreach_set("loop_start", arrays.loop_starts)
+    mesh.polygons.foreach_set("use_smooth", np.ones(arrays.polygon_count, bool))
+    if arrays.loop_uvs is not None:
+        mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", arrays.loop_uvs)
+    mesh.update()
+
+    body = bpy.data.objects.new(name, mesh)
+    collection.objects.link(body)
+    body.parent = rig
+    _add_vertex_groups(context, body, rig_data.joint_names, joint_weights(rig_data))
+    modifier = body.modifiers.new("Armature", "ARMATURE")
+    modifier.object = rig
+    body.shape_key_add(name="Basis", from_mix=False)
+    for expression, coordinates in zip(
+        rig_data.expression_names, shape_key_coordinates(rig_data), strict=True
+    ):
+        body.shape_key_add(name=expression, from_mix=False).data.foreach_set("co", coordinates)
+    # The splats are the avatar's look; the body is their cage: out of renders, and a wireframe
+    # once the artist unhides it.
+    body.hide_render = True
+    body.display_type = "WIRE"
+    body.hide_set(True)
+    return body
+
+
+def _add_vertex_groups(
+    context: bpy.types.Context, body: bpy.types.Object, joint_names: list[str], weights: np.ndarray
+) -> None:
+    """One vertex group per joint with its skin weights [J, V].
+
+    Vertex groups have no bulk setter, but a point attribute converts into a vertex group of the
+    same name in C (keeping only the non-zero weights), so each group is one foreach_set.
+    """
+    mesh = body.data
+    with context.temp_override(object=body, active_object=body):
+        for joint_name, joint_weight in zip(joint_names, weights, strict=True):
+            attribute = mesh.attributes.new(joint_name, "FLOAT", "POINT")
+            attribute.data.foreach_set("value", joint_weight)
+            mesh.attributes.active = attribute
+            bpy.ops.geometry.attribute_convert(mode="VERTEX_GROUP")
+
+
+def _build_splats(
+    collection: bpy.types.Collection, name: str, avatar, body: bpy.types.Object
+) -> bpy.types.Object:
+    from ..lca_blender.blender_data import splat_attributes
+
+    means, attributes = splat_attributes(avatar)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(avatar.gaussian_count)
+    mesh.vertices.foreach_set("co", means.reshape(-1))
+    for attribute_name, values in attributes.items():
+        if values.ndim == 2:
+            mesh.attributes.new(attribute_name, "FLOAT_VECTOR", "POINT").data.foreach_set(
+                "vector", values.reshape(-1)
+            )
+        else:
+            data_type = "INT" if values.dtype == np.int32 else "FLOAT"
+            mesh.attributes.new(attribute_name, data_type, "POINT").data.foreach_set("value", values)
+    mesh.update()
+    splats = bpy.data.objects.new(name, mesh)
+    collection.objects.link(splats)
+    splats.parent = body
+    # Splats reach final frames through the render operator, not as Blender geometry.
+    splats.hide_render = True
+    return splats
+
+
+class LCA_OT_import_avatar(bpy.types.Operator, ImportHelper):
+    """Import an LCA avatar (.lca): a posable armature, its body mesh and its Gaussian splats"""
+
+    bl_idname = "lca.import_avatar"
+    bl_label = "Import LCA Avatar"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filename_ext = ".lca"
+    filter_glob: bpy.props.StringProperty(default="*.lca", options={"HIDDEN"})
+    # Set by drag-and-drop (the file handler) and by multi-selection in the file browser.
+    directory: bpy.props.StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    files: bpy.props.CollectionProperty(
+        type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"}
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.directory and len(self.files):
+            return self.execute(context)
+        return ImportHelper.invoke(self, context, event)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..lca_blender.errors import AvatarError
+
+        paths = [os.path.join(self.directory, file.name) for file in self.files if file.name]
+        for path in paths or [self.filepath]:
+            try:
+                import_avatar(context, path)
+            except AvatarError as error:
+                self.report({"ERROR"}, str(error))
+                return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class LCA_FH_avatar(bpy.types.FileHandler):
+    """Drop .lca files on the 3D viewport or the outliner to import them."""
+
+    bl_idname = "LCA_FH_avatar"
+    bl_label = "LCA Avatar"
+    bl_import_operator = "lca.import_avatar"
+    bl_file_extensions = ".lca"
+
+    @classmethod
+    def poll_drop(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type in {"VIEW_3D", "OUTLINER"}
+
+
+def avatar_splats(context: bpy.types.Context) -> bpy.types.Object | None:
+    """The splats object of the active avatar: the active object's own, else the scene's only one."""
+    candidates = [obj for obj in context.scene.objects if obj.type == "MESH" and obj.lca.is_splats]
+    active = context.active_object
+    if active is not None:
+        if active in candidates:
+            return active
+        same_avatar = [obj for obj in candidates if obj.lca.avatar_name == active.lca.avatar_name]
+        if active.lca.avatar_name and same_avatar:
+            return same_avatar[0]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
+    """Write the avatar's splats as posed at the current frame to a 3D Gaussian splat .ply"""
+
+    bl_idname = "lca.export_posed_ply"
+    bl_label = "Export Posed Splats (.ply)"
+    bl_options = {"REGISTER"}
+
+    filename_ext = ".ply"
+    filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if avatar_splats(context) is None:
+            cls.poll_message_set("Select an imported LCA avatar")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..lca_blender.avatar import Splats
+        from ..lca_blender.errors import AvatarError
+        from ..lca_blender.formats.ply import write_ply
+
+        splats_object = avatar_splats(context)
+        preview = state.get_preview(splats_object.name)
+        try:
+            if preview is None:
+                preview = posing.pose_splats(splats_object, context.evaluated_depsgraph_get())
+            splats = Splats(
+                means=preview.means,
+                rotations=preview.rotations,
+                scales=preview.scales,
+                opacities=np.clip(preview.opacities, 0.0, 1.0),
+                sh=preview.sh,
+            )
+            write_ply(self.filepath, splats)
+        except AvatarError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Wrote {splats.count} splats to {self.filepath}")
+        return {"FINISHED"}
+
+
+def _import_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:
+    menu.layout.operator(LCA_OT_import_avatar.bl_idname, text="LCA Avatar (.lca)")
+
+
+def _export_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:
+    menu.layout.operator(LCA_OT_export_posed_ply.bl_idname, text="LCA Posed Splats (.ply)")
+
+
+classes: tuple[type, ...] = (LCA_OT_import_avatar, LCA_FH_avatar, LCA_OT_export_posed_ply)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.TOPBAR_MT_file_import.append(_import_menu_entry)
+    bpy.types.TOPBAR_MT_file_export.append(_export_menu_entry)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(_export_menu_entry)
+    bpy.types.TOPBAR_MT_file_import.remove(_import_menu_entry)
+    _unregister_classes()

@@ -1,0 +1,268 @@
+"""An avatar as the flat arrays Blender's `foreach_set` takes, and back: bones, mesh, skin, splats.
+
+The Blender side (`operators/import_export.py`, `viewport/posing.py`) only moves these arrays in
+and out of Blender data; every conversion lives here, in numpy, with tests that need no Blender.
+
+Splats are stored as point attributes of a mesh whose vertices are the Gaussians' rest means:
+- 3DGS attributes under 3DGS names and conventions, describing the Gaussians at rest in the
+  body's object space: `f_dc_0..2`, `f_rest_*` (channel-major, as INRIA writes them),
+  `opacity` (logit), `scale_0..2` (natural log of standard deviations), `rot_0..3` (w, x, y, z);
+- the binding to the body mesh: `triangle_id`, `bary_0..2`, `normal_offset`;
+- the relighting appearance: `albedo` (a 3-vector), `roughness`, `specular`.
+With the body's rest mesh this is the whole avatar, so a .blend needs no .lca file to pose it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .avatar import GaussianAvatar, Rig
+from .deform import bind, pose_gaussians, triangle_frames
+from .errors import AvatarError
+from .rotations import bone_roll_towards, quaternion_multiply
+
+OPACITY_CLIP = 1e-6
+"""Opacities are clipped to [OPACITY_CLIP, 1 - OPACITY_CLIP] before the logit (as in formats/ply.py)."""
+
+
+@dataclass(frozen=True)
+class BoneArrays:
+    """A rig's skeleton as Blender edit bones take it."""
+
+    names: list[str]
+    parents: np.ndarray  # [J] int32, -1 for the root
+    heads: np.ndarray  # [J, 3] float32
+    tails: np.ndarray  # [J, 3] float32
+    rolls: np.ndarray  # [J] float32 radians
+
+
+@dataclass(frozen=True)
+class MeshArrays:
+    """A triangle mesh as `vertices.add`, `loops.add`, `polygons.add` + `foreach_set` take it."""
+
+    coordinates: np.ndarray  # [V * 3] float32
+    loop_vertices: np.ndarray  # [3 F] int32 vertex of each loop ("vertex_index")
+    loop_starts: np.ndarray  # [F] int32 first loop of each polygon ("loop_start")
+    loop_totals: np.ndarray  # [F] int32 loops per polygon (3; read-only in Blender 4.0+)
+    loop_uvs: np.ndarray | None  # [3 F * 2] float32 UV of each loop ("uv"), when the rig has UVs
+
+    @property
+    def vertex_count(self) -> int:
+        return self.coordinates.shape[0] // 3
+
+    @property
+    def polygon_count(self) -> int:
+        return int(self.loop_starts.shape[0])
+
+
+def bone_arrays(rig: Rig) -> BoneArrays:
+    """Heads, tails and rolls from which Blender rebuilds exactly `rig.rest_transforms`.
+
+    Blender derives a bone's frame from head, tail and roll with the formula of
+    `rotations.bone_matrix`; the roll is the one that turns its X axis onto the rest frame's X.
+    """
+    heads = rig.rest_transforms[:, :3, 3].astype(np.float64)
+    tails = rig.bone_tails.astype(np.float64)
+    rolls = bone_roll_towards(heads, tails, rig.rest_transforms[:, :3, 0].astype(np.float64))
+    return BoneArrays(
+        names=list(rig.joint_names),
+        parents=rig.joint_parents.copy(),
+        heads=heads.astype(np.float32),
+        tails=tails.astype(np.float32),
+        rolls=rolls.astype(np.float32),
+    )
+
+
+def mesh_arrays(rig: Rig) -> MeshArrays:
+    """The rig's template mesh as flat loop arrays, one triangle per polygon."""
+    triangle_count = int(rig.triangles.shape[0])
+    loop_uvs = None
+    if rig.uvs is not None:
+        loop_uvs = np.ascontiguousarray(rig.uvs[rig.triangle_uvs.reshape(-1)], np.float32).reshape(-1)
+    return MeshArrays(
+        coordinates=np.ascontiguousarray(rig.vertices, np.float32).reshape(-1),
+        loop_vertices=np.ascontiguousarray(rig.triangles, np.int32).reshape(-1),
+        loop_starts=np.arange(0, 3 * triangle_count, 3, dtype=np.int32),
+        loop_totals=np.full(triangle_count, 3, np.int32),
+        loop_uvs=loop_uvs,
+    )
+
+
+def joint_weights(rig: Rig) -> np.ndarray:
+    """[J, V] float32 dense skin weight of every joint on every vertex (0 where it has no influence).
+
+    One row per Blender vertex group; repeated influences of a joint on a vertex add up.
+    """
+    weights = np.zeros((rig.joint_count, rig.vertex_count), np.float64)
+    vertices = np.broadcast_to(np.arange(rig.vertex_count)[:, None], rig.skin_indices.shape)
+    np.add.at(weights, (rig.skin_indices, vertices), rig.skin_weights)
+    return weights.astype(np.float32)
+
+
+def shape_key_coordinates(rig: Rig) -> np.ndarray:
+    """[E, V * 3] float32 each expression's shape key: the rest mesh plus its blendshape at weight 1."""
+    keys = rig.vertices[None, :, :] + rig.expression_deltas
+    return np.ascontiguousarray(keys, np.float32).reshape(len(rig.expression_names), -1)
+
+
+def splat_attributes(avatar: GaussianAvatar) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The Gaussians' rest means [N, 3] (the splat mesh's vertices) and their point attributes.
+
+    Attributes are [N] float32 (Blender 'FLOAT'), [N] int32 ('INT') or [N, 3] float32
+    ('FLOAT_VECTOR'); see the module docstring for the names.
+    """
+    rig = avatar.rig
+    frames = triangle_frames(rig.vertices, rig.triangles)
+    binding = bind(avatar)
+    means, _, _ = pose_gaussians(binding, rig.vertices)
+    rest_rotations = binding.rest_rotations.T
+    log_sizes = np.log(frames.sizes.astype(np.float64))[avatar.triangle_ids]
+    log_scales = avatar.log_scales.astype(np.float64) + log_sizes[:, None]
+    opacities = np.clip(avatar.opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
+
+    attributes: dict[str, np.ndarray] = {}
+    for channel in range(3):
+        attributes[f"f_dc_{channel}"] = avatar.sh[:, 0, channel]
+    # f_rest index = channel * (B - 1) + (coefficient - 1), as INRIA's .ply has it.
+    rest_sh = avatar.sh[:, 1:, :].transpose(0, 2, 1).reshape(avatar.gaussian_count, -1)
+    for index in range(rest_sh.shape[1]):
+        attributes[f"f_rest_{index}"] = rest_sh[:, index]
+    attributes["opacity"] = np.log(opacities / (1.0 - opacities))
+    for axis in range(3):
+        attributes[f"scale_{axis}"] = log_scales[:, axis]
+    for component in range(4):
+        attributes[f"rot_{component}"] = rest_rotations[:, component]
+    attributes["triangle_id"] = avatar.triangle_ids
+    for corner in range(3):
+        attributes[f"bary_{corner}"] = avatar.barycentrics[:, corner]
+    attributes["normal_offset"] = avatar.normal_offsets
+    attributes["albedo"] = avatar.albedo
+    attributes["roughness"] = avatar.roughness
+    attributes["specular"] = avatar.specular
+    attributes = {
+        name: np.ascontiguousarray(values, np.int32 if values.dtype.kind == "i" else np.float32)
+        for name, values in attributes.items()
+    }
+    return means, attributes
+
+
+def avatar_from_attributes(
+    rig: Rig, attributes: Mapping[str, np.ndarray], provenance: dict | None = None
+) -> GaussianAvatar:
+    """Rebuild the avatar from its splat attributes (see `splat_attributes`) on `rig`'s rest mesh.
+
+    Exact for the binding and the appearance; rotations, scales and opacities go through float32
+    world values, logs and logits and come back within a few float32 ulps.
+    """
+    missing = [name for name in _required_names() if name not in attributes]
+    if missing:
+        raise AvatarError(
+            f"The splats lack the attributes {', '.join(missing)}; re-import the avatar from its .lca file."
+        )
+    triangle_ids = np.asarray(attributes["triangle_id"], np.int32)
+    count = triangle_ids.shape[0]
+    rest_count = sum(1 for name in attributes if name.startswith("f_rest_"))
+    if rest_count % 3 or rest_count // 3 + 1 not in (1, 4, 9, 16):
+        raise AvatarError(f"The splats hold {rest_count} f_rest attributes; 3DGS uses 0, 9, 24 or 45.")
+    coefficients = rest_count // 3 + 1
+    if triangle_ids.size and (triangle_ids.min() < 0 or triangle_ids.max() >= rig.triangles.shape[0]):
+        raise AvatarError("The splats refer to triangles the body mesh does not have.")
+
+    def column(name: str) -> np.ndarray:
+        return np.asarray(attributes[name], np.float64)
+
+    sh = np.empty((count, coefficients, 3), np.float32)
+    sh[:, 0, :] = np.stack([column(f"f_dc_{channel}") for channel in range(3)], axis=1)
+    if coefficients > 1:
+        rest_sh = np.stack([column(f"f_rest_{index}") for index in range(rest_count)], axis=1)
+        sh[:, 1:, :] = rest_sh.reshape(count, 3, coefficients - 1).transpose(0, 2, 1)
+
+    frames = triangle_frames(rig.vertices, rig.triangles)
+    world_rotations = np.stack([column(f"rot_{component}") for component in range(4)], axis=1)
+    frame_inverse = frames.rotations[triangle_ids].astype(np.float64) * np.array([1.0, -1.0, -1.0, -1.0])
+    rotations = quaternion_multiply(frame_inverse, world_rotations)
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    log_sizes = np.log(frames.sizes.astype(np.float64))[triangle_ids]
+    log_scales = np.stack([column(f"scale_{axis}") for axis in range(3)], axis=1) - log_sizes[:, None]
+    opacities = 1.0 / (1.0 + np.exp(-column("opacity")))
+    return GaussianAvatar(
+        rig=rig,
+        triangle_ids=triangle_ids,
+        barycentrics=np.stack([column(f"bary_{corner}") for corner in range(3)], axis=1).astype(np.float32),
+        normal_offsets=column("normal_offset").astype(np.float32),
+        rotations=rotations.astype(np.float32),
+        log_scales=log_scales.astype(np.float32),
+        opacities=opacities.astype(np.float32),
+        albedo=np.asarray(attributes["albedo"], np.float32).reshape(count, 3),
+        roughness=column("roughness").astype(np.float32),
+        specular=column("specular").astype(np.float32),
+        sh=sh,
+        provenance=dict(provenance or {}),
+    )
+
+
+def _required_names() -> list[str]:
+    return [
+        *(f"f_dc_{channel}" for channel in range(3)),
+        "opacity",
+        *(f"scale_{axis}" for axis in range(3)),
+        *(f"rot_{component}" for component in range(4)),
+        "triangle_id",
+        *(f"bary_{corner}" for corner in range(3)),
+        "normal_offset",
+        "albedo",
+        "roughness",
+        "specular",
+    ]
+
+
+def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
+    """[N] float32 +1 or -1: the sign that turns each Gaussian's thin axis out of the skin.
+
+    The rule of `shading.relight_splats` (the Z, in the triangle frame, of the thin axis of the
+    bound rotation), computed from the one needed matrix entry instead of whole matrices: the
+    viewport needs it for 200k Gaussians at import.
+    """
+    q = avatar.rotations.astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    # Row 2 of the rotation matrix: the Z of its X, Y and Z axes.
+    z_of_axes = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1)
+    thinnest = np.argmin(avatar.log_scales, axis=1)
+    normal_components = np.take_along_axis(z_of_axes, thinnest[:, None], axis=1)[:, 0]
+    return np.where(normal_components < 0, -1.0, 1.0).astype(np.float32)
+
+
+def surface_rig(vertices: np.ndarray, triangles: np.ndarray) -> Rig:
+    """A rig that is only a surface: a body mesh whose skeleton and shape keys Blender owns.
+
+    What posing inside Blender needs: Blender deforms the body, the Gaussians follow its triangles.
+    `vertices` [V, 3] is the rest mesh (the Basis shape), `triangles` [F, 3] its faces.
+    """
+    vertices = np.ascontiguousarray(vertices, np.float32)
+    vertex_count = vertices.shape[0]
+    return Rig(
+        joint_names=["body"],
+        joint_parents=np.array([-1], np.int32),
+        rest_transforms=np.eye(4, dtype=np.float32)[None],
+        bone_tails=np.array([[0.0, 1.0, 0.0]], np.float32),
+        vertices=vertices,
+        triangles=np.ascontiguousarray(triangles, np.int32),
+        skin_indices=np.zeros((vertex_count, 1), np.int32),
+        skin_weights=np.ones((vertex_count, 1), np.float32),
+        expression_names=[],
+        expression_deltas=np.zeros((0, vertex_count, 3), np.float32),
+        body_model="blender",
+    )
+
+
+def triangles_from_loops(loop_vertices: np.ndarray, loop_totals: np.ndarray) -> np.ndarray:
+    """[F, 3] int32 triangles of a mesh read back from Blender; refuses meshes with other polygons."""
+    if loop_totals.size and (loop_totals != 3).any():
+        raise AvatarError(
+            "The body mesh must be all triangles, as imported; undo the edit that added other polygons."
+        )
+    return np.asarray(loop_vertices, np.int32).reshape(-1, 3)

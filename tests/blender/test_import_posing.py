@@ -1,0 +1,334 @@
+"""Import an .lca avatar, pose it with Blender's armature and shape keys, and the splats follow the core.
+
+The sample avatar is a real Anny rig (104 bones with every finger phalanx, 52 ARKit shape keys)
+written by the engine; the expected positions come from the core's `deform.pose_avatar`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import bpy
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+GAUSSIAN_COUNT = 20_000
+FINGER = "finger2-1.L"  # the left index finger's first phalanx (MakeHuman's names)
+
+
+@pytest.fixture(scope="session")
+def sample_lca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sample avatar on the Anny body, written by the engine (its own environment, with torch)."""
+    if not ENGINE_PYTHON.exists():
+        pytest.skip("the engine environment (.venv) is not set up; scripts/test.sh makes it")
+    path = tmp_path_factory.mktemp("avatars") / "sample.lca"
+    result = subprocess.run(
+        [
+            str(ENGINE_PYTHON),
+            "-m",
+            "lca_blender.cli",
+            "new",
+            "-o",
+            str(path),
+            "--gaussians",
+            str(GAUSSIAN_COUNT),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"the engine could not make a sample:\n{result.stdout}\n{result.stderr}"
+    return path
+
+
+@pytest.fixture
+def core(enabled_extension: ModuleType) -> Iterator[ModuleType]:
+    """The add-on's own copy of the core (`bl_ext.<repo>.lca_avatars.lca_blender`)."""
+    yield importlib.import_module(f"{enabled_extension.__name__}.lca_blender")
+    _remove_all_data()
+
+
+def _module(core: ModuleType, name: str) -> ModuleType:
+    return importlib.import_module(f"{core.__name__}.{name}")
+
+
+def _remove_all_data() -> None:
+    for collection in (
+        bpy.data.objects,
+        bpy.data.meshes,
+        bpy.data.armatures,
+        bpy.data.actions,
+        bpy.data.shape_keys,
+    ):
+        for block in list(collection):
+            if collection is not bpy.data.shape_keys:
+                collection.remove(block)
+    for collection in list(bpy.data.collections):
+        bpy.data.collections.remove(collection)
+
+
+def _import(path: Path) -> tuple[bpy.types.Object, bpy.types.Object, bpy.types.Object]:
+    assert bpy.ops.lca.import_avatar(filepath=str(path)) == {"FINISHED"}
+    name = path.stem
+    return (
+        bpy.data.objects[f"{name}_rig"],
+        bpy.data.objects[f"{name}_body"],
+        bpy.data.objects[f"{name}_splats"],
+    )
+
+
+def _preview(splats: bpy.types.Object, enabled_extension: ModuleType):
+    state = importlib.import_module(f"{enabled_extension.__name__}.viewport.state")
+    preview = state.get_preview(splats.name)
+    assert preview is not None, "no preview for the splats"
+    return preview
+
+
+def _blender_pose(core: ModuleType, rig_object: bpy.types.Object, rig) -> object:
+    """The core Pose equal to the armature's current pose-bone rotations."""
+    avatar_module = _module(core, "avatar")
+    rotations = np.array(
+        [rig_object.pose.bones[name].rotation_quaternion[:] for name in rig.joint_names], np.float32
+    )
+    # Blender interpolates keyed quaternions component-wise and normalises them when posing.
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    return avatar_module.Pose(rotations=rotations, translation=np.zeros(3, np.float32))
+
+
+def _expected_means(core, avatar, pose, expressions, matrix_world) -> np.ndarray:
+    splats = _module(core, "deform").pose_avatar(avatar, pose, expressions)
+    matrix = np.array(matrix_world, np.float64)
+    return (splats.means @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.float32)
+
+
+def _bound_to(avatar, vertex_mask: np.ndarray) -> np.ndarray:
+    """[N] bool: Gaussians whose triangle touches a vertex in `vertex_mask`."""
+    return vertex_mask[avatar.rig.triangles[avatar.triangle_ids]].any(axis=1)
+
+
+def test_import_makes_rig_body_and_splats(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    rig_data = avatar.rig
+    rig, body, splats = _import(sample_lca)
+
+    assert rig.type == "ARMATURE" and [bone.name for bone in rig.data.bones] == rig_data.joint_names
+    for phalanx in ("1", "2", "3"):
+        for finger in ("1", "2", "3", "4", "5"):
+            assert (
+                f"finger{finger}-{phalanx}.L" in rig.data.bones
+                and f"finger{finger}-{phalanx}.R" in rig.data.bones
+            )
+    matrices = np.array([np.array(bone.matrix_local) for bone in rig.data.bones])
+    # Heads and tails are float32: a bone's axis is known to about eps * |head| / length, which
+    # for the 18 mm eye bones 1.5 m up is above 1e-5. Every bone matches to that bound or 1e-5.
+    lengths = np.linalg.norm(rig_data.bone_tails - rig_data.bone_heads, axis=1)
+    bound = np.maximum(1e-5, 8 * np.finfo(np.float32).eps * np.abs(rig_data.bone_heads).max(1) / lengths)
+    errors = np.abs(matrices - rig_data.rest_transforms).max(axis=(1, 2))
+    assert (errors <= bound).all(), dict(zip(rig_data.joint_names, errors[errors > bound], strict=False))
+    assert (errors <= 1e-5).mean() > 0.95
+    parents = [rig.data.bones[name].parent for name in rig_data.joint_names]
+    assert [
+        rig_data.joint_names.index(p.name) if p else -1 for p in parents
+    ] == rig_data.joint_parents.tolist()
+
+    arkit = list(_module(core, "avatar").ARKIT_EXPRESSIONS)
+    keys = body.data.shape_keys.key_blocks
+    assert [key.name for key in keys][1:] == rig_data.expression_names
+    assert sorted(key.name for key in keys[1:]) == sorted(arkit) and len(keys) == 53
+    assert body.parent == rig and body.hide_render and body.display_type == "WIRE"
+    assert [m.type for m in body.modifiers] == ["ARMATURE"] and body.modifiers[0].object == rig
+    assert len(body.data.vertices) == rig_data.vertex_count and len(body.data.polygons) == len(
+        rig_data.triangles
+    )
+    assert [group.name for group in body.vertex_groups] == rig_data.joint_names
+    weights = _module(core, "blender_data").joint_weights(rig_data)
+    for vertex in (0, 5000, rig_data.vertex_count - 1):
+        found = {body.vertex_groups[g.group].name: g.weight for g in body.data.vertices[vertex].groups}
+        expected = {rig_data.joint_names[j]: w for j, w in enumerate(weights[:, vertex]) if w > 0}
+        assert found.keys() == expected.keys()
+        np.testing.assert_allclose([found[n] for n in expected], list(expected.values()), atol=1e-7)
+
+    assert len(splats.data.vertices) == avatar.gaussian_count == GAUSSIAN_COUNT
+    assert splats.lca.is_splats and splats.parent == body and splats.hide_render
+    assert {"f_dc_0", "f_rest_8", "opacity", "scale_2", "rot_3", "triangle_id", "bary_2", "albedo"} <= set(
+        splats.data.attributes.keys()
+    )
+    preview = _preview(splats, enabled_extension)
+    np.testing.assert_allclose(preview.means, _module(core, "deform").pose_avatar(avatar).means, atol=1e-5)
+
+
+def test_bad_file_is_reported(core: ModuleType, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.lca"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(RuntimeError, match="broken.lca"):
+        bpy.ops.lca.import_avatar(filepath=str(bad))
+    assert "broken_rig" not in bpy.data.objects
+
+
+def test_posing_the_armature_and_shape_keys_moves_the_splats_as_the_core(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
+) -> None:
+    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    rig_data = avatar.rig
+    rig, body, splats = _import(sample_lca)
+    rest_means = _preview(splats, enabled_extension).means.copy()
+    # Lift and turn the whole avatar: the preview is in world space.
+    rig.location = (0.4, -0.2, 0.1)
+    rig.rotation_euler = (0.0, 0.0, 0.3)
+    scene = bpy.context.scene
+    scene.frame_set(1)
+    lifted = _preview(splats, enabled_extension).means.copy()
+
+    finger = rig.pose.bones[FINGER]
+    finger.rotation_quaternion = (np.cos(0.4), np.sin(0.4), 0.0, 0.0)  # 46 degrees about the bone's X
+    body.data.shape_keys.key_blocks["jawOpen"].value = 1.0
+    scene.frame_set(1)
+    posed = _preview(splats, enabled_extension).means
+
+    pose = _blender_pose(core, rig, rig_data)
+    expected = _expected_means(core, avatar, pose, {"jawOpen": 1.0}, rig.matrix_world)
+    np.testing.assert_allclose(posed, expected, atol=1e-4)
+
+    finger_chain = [rig_data.joint_index(name) for name in (FINGER, "finger2-2.L", "finger2-3.L")]
+    finger_weight = np.zeros(rig_data.vertex_count)
+    for joint in finger_chain:
+        finger_weight += (rig_data.skin_weights * (rig_data.skin_indices == joint)).sum(1)
+    on_finger = _bound_to(avatar, finger_weight > 0.5)
+    jaw = _bound_to(
+        avatar,
+        np.linalg.norm(rig_data.expression_deltas[rig_data.expression_names.index("jawOpen")], axis=1) > 1e-3,
+    )
+    moved = np.linalg.norm(posed - lifted, axis=1)
+    assert on_finger.sum() > 20 and jaw.sum() > 20
+    assert (moved[on_finger] > 1e-3).mean() > 0.9, "the finger's splats did not follow the bone"
+    assert (moved[jaw] > 1e-4).mean() > 0.9, "the jaw's splats did not follow jawOpen"
+    touched = _bound_to(
+        avatar,
+        (finger_weight > 0)
+        | (
+            np.linalg.norm(rig_data.expression_deltas[rig_data.expression_names.index("jawOpen")], axis=1) > 0
+        ),
+    )
+    np.testing.assert_allclose(posed[~touched], lifted[~touched], atol=1e-6)
+    assert not np.allclose(lifted, rest_means, atol=1e-3)
+
+
+def test_keyframes_animate_the_splats(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    rig, body, splats = _import(sample_lca)
+    finger = rig.pose.bones[FINGER]
+    finger.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+    finger.keyframe_insert("rotation_quaternion", frame=1)
+    finger.rotation_quaternion = (np.cos(0.6), np.sin(0.6), 0.0, 0.0)
+    finger.keyframe_insert("rotation_quaternion", frame=10)
+    jaw = body.data.shape_keys.key_blocks["jawOpen"]
+    jaw.value = 0.0
+    jaw.keyframe_insert("value", frame=1)
+    jaw.value = 1.0
+    jaw.keyframe_insert("value", frame=10)
+
+    scene = bpy.context.scene
+    means = {}
+    for frame in (1, 10, 5):
+        scene.frame_set(frame)
+        means[frame] = _preview(splats, enabled_extension).means.copy()
+        pose = _blender_pose(core, rig, avatar.rig)
+        expected = _expected_means(core, avatar, pose, {"jawOpen": jaw.value}, rig.matrix_world)
+        np.testing.assert_allclose(means[frame], expected, atol=1e-4, err_msg=f"frame {frame}")
+    assert 0.0 < jaw.value < 1.0 and 0.0 < finger.rotation_quaternion[1] < np.sin(0.6)
+    assert not np.allclose(means[5], means[1], atol=1e-4) and not np.allclose(means[5], means[10], atol=1e-4)
+
+
+def test_saved_file_reloads_posed_without_the_lca(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "actor.lca"
+    shutil.copy(sample_lca, copy)
+    rig, body, splats = _import(copy)
+    rig.pose.bones[FINGER].rotation_quaternion = (np.cos(0.4), 0.0, 0.0, np.sin(0.4))
+    body.data.shape_keys.key_blocks["jawOpen"].value = 0.7
+    bpy.context.scene.frame_set(3)
+    before = _preview(splats, enabled_extension).means.copy()
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    copy.unlink()  # the .blend must be self-contained
+
+    posing = importlib.import_module(f"{enabled_extension.__name__}.viewport.posing")
+    state = importlib.import_module(f"{enabled_extension.__name__}.viewport.state")
+    state.clear()
+    posing._BOUND.clear()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    reloaded = state.get_preview("actor_splats")
+    assert reloaded is not None, "load_post did not restore the preview"
+    np.testing.assert_allclose(reloaded.means, before, atol=1e-6)
+    assert bpy.data.objects["actor_body"].data.shape_keys.key_blocks["jawOpen"].value == pytest.approx(0.7)
+
+
+def test_depsgraph_update_reposes_and_settings_apply(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    rig, body, splats = _import(sample_lca)
+    posing = importlib.import_module(f"{enabled_extension.__name__}.viewport.posing")
+    state = importlib.import_module(f"{enabled_extension.__name__}.viewport.state")
+    rest = state.get_preview(splats.name)
+    body.data.shape_keys.key_blocks["jawOpen"].value = 1.0
+    splats.lca.splat_scale = 2.0
+    splats.lca.opacity = 0.5
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    posing.on_depsgraph_update(bpy.context.scene, depsgraph)
+    posed = state.get_preview(splats.name)
+    assert posed.version > rest.version
+    assert not np.allclose(posed.means, rest.means, atol=1e-4)
+    moved = np.linalg.norm(posed.means - rest.means, axis=1) > 1e-6
+    np.testing.assert_allclose(posed.scales[~moved], 2.0 * rest.scales[~moved], rtol=1e-5)
+    np.testing.assert_allclose(posed.opacities, 0.5 * rest.opacities, rtol=1e-6)
+    splats.lca.preview = False
+    posing.update_previews(bpy.context.scene, depsgraph)
+    assert state.get_preview(splats.name) is None
+
+
+def test_export_writes_the_posed_splats(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
+) -> None:
+    rig, body, splats = _import(sample_lca)
+    rig.pose.bones[FINGER].rotation_quaternion = (np.cos(0.4), np.sin(0.4), 0.0, 0.0)
+    bpy.context.scene.frame_set(2)
+    output = tmp_path / "posed.ply"
+    assert bpy.ops.lca.export_posed_ply(filepath=str(output)) == {"FINISHED"}
+    written = _module(core, "formats.ply").read_ply(output)
+    preview = _preview(splats, enabled_extension)
+    np.testing.assert_allclose(written.means, preview.means, atol=1e-6)
+    np.testing.assert_allclose(written.scales, preview.scales, rtol=1e-5)
+
+
+def test_disabling_after_use_leaves_nothing_behind(installed_extension, sample_lca: Path) -> None:
+    root = installed_extension.enable()
+    try:
+        _import(sample_lca)
+        bpy.context.scene.frame_set(4)
+        state = importlib.import_module(f"{root.__name__}.viewport.state")
+        posing = importlib.import_module(f"{root.__name__}.viewport.posing")
+        assert state.previews() and posing._BOUND
+    finally:
+        installed_extension.disable()
+        _remove_all_data()
+    assert not state.previews() and not posing._BOUND
+    module = installed_extension.module
+    for name in ("frame_change_post", "depsgraph_update_post", "load_post"):
+        assert not [h for h in getattr(bpy.app.handlers, name) if h.__module__.startswith(module)]
+    assert not hasattr(bpy.types.Object, "lca")
+    for menu in (bpy.types.TOPBAR_MT_file_import, bpy.types.TOPBAR_MT_file_export):
+        assert not [f for f in getattr(menu.draw, "_draw_funcs", ()) if f.__module__.startswith(module)]
