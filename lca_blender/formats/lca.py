@@ -156,7 +156,11 @@ def _write_container(
                 buffer = io.BytesIO()
                 little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
                 np.lib.format.write_array(buffer, little_endian, allow_pickle=False)
-                archive.writestr(f"arrays/{name}.npy", buffer.getvalue())
+                # The rig's arrays (blendshapes are mostly zeros) shrink a lot when deflated;
+                # the Gaussians' floats hardly do, and storing them keeps imports fast.
+                stored = name.startswith("gaussians/")
+                compression = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+                archive.writestr(f"arrays/{name}.npy", buffer.getvalue(), compress_type=compression)
 
 
 class _Container:
