@@ -1,9 +1,9 @@
 """Blender operators, one module per job family (import/export, build, batch, rendering, engine)."""
 
-from . import import_export
+from . import animation, batch, build, engine, import_export, render_frames
 
 # Registered in this order, unregistered in reverse.
-_modules = (import_export,)
+_modules = (import_export, engine, build, batch, animation, render_frames)
 
 
 def register() -> None:

@@ -2,7 +2,9 @@
 
 import bpy
 
-from . import properties
+from ..lca_blender.errors import AvatarError
+from ..operators.engine import engine_start_command
+from . import properties, sidebar
 
 # Blender keys add-on preferences by the add-on's root package, which inside an extension is
 # `bl_ext.<repository>.lca_avatars`: this package's parent, whatever repository it was installed in.
@@ -20,9 +22,38 @@ class LCA_AddonPreferences(bpy.types.AddonPreferences):
         ),
         subtype="FILE_PATH",
     )
+    device: bpy.props.EnumProperty(
+        name="Device",
+        description="Where the engine computes",
+        items=(
+            ("AUTO", "Auto", "CUDA when a GPU is there, else the CPU"),
+            ("CPU", "CPU", "Always the CPU (slower; no GPU needed)"),
+            ("CUDA", "CUDA", "An NVIDIA GPU"),
+        ),
+        default="AUTO",
+    )
+    quality: bpy.props.EnumProperty(
+        name="Quality",
+        description="Default quality preset of new builds: more quality takes longer",
+        items=(
+            ("PREVIEW", "Preview", "A quick look (minutes)"),
+            ("STANDARD", "Standard", "Good for animation"),
+            ("HIGH", "High", "Close-ups (takes the longest)"),
+        ),
+        default="STANDARD",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
-        self.layout.prop(self, "engine_python")
+        layout = self.layout
+        layout.prop(self, "engine_python")
+        row = layout.row()
+        try:
+            row.label(text=f"Engine: {engine_start_command(context)[0]}", icon="CHECKMARK")
+        except AvatarError as error:
+            row.label(text=str(error), icon="ERROR")
+        layout.operator("lca.install_engine", icon="IMPORT")
+        layout.prop(self, "device")
+        layout.prop(self, "quality")
 
 
 classes: tuple[type, ...] = (LCA_AddonPreferences,)
@@ -30,7 +61,7 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 
 # Registered in this order, unregistered in reverse; the property groups come first because the
 # panels and operators read them.
-_modules = (properties,)
+_modules = (properties, sidebar)
 
 
 def register() -> None:

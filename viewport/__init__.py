@@ -1,9 +1,9 @@
 """Viewport drawing of the splats: draw handler, GPU shaders, depsgraph and frame-change handlers."""
 
-from . import posing, state
+from . import draw, posing, state
 
 # Registered in this order, unregistered in reverse.
-_modules = (posing,)
+_modules = (posing, draw)
 
 
 def register() -> None:
