@@ -8,18 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from lca_blender.reconstruct import ingest as ingest_module
 from lca_blender.reconstruct.ingest import IngestError, ingest, srgb_to_linear
 
+# Pillow is the engine's; Blender's Python (where the numpy-only core tests also run) has none.
+Image = pytest.importorskip("PIL.Image")
 
-def save(image: Image.Image, path: Path, **options) -> Path:
+
+def save(image, path: Path, **options) -> Path:
     image.save(path, **options)
     return path
 
 
-def gradient(width: int = 64, height: int = 48) -> Image.Image:
+def gradient(width: int = 64, height: int = 48):
     x = np.linspace(0, 255, width, dtype=np.uint8)[None, :].repeat(height, 0)
     y = np.linspace(0, 255, height, dtype=np.uint8)[:, None].repeat(width, 1)
     return Image.fromarray(np.stack([x, y, np.full_like(x, 128)], axis=2))
