@@ -233,13 +233,9 @@ class LCA_OT_batch_build(ModalControllerMixin, bpy.types.Operator):
         def make_build(subject: Subject) -> AvatarBuild:
             return AvatarBuild(command, [subject.photos], subject.output, options, environment)
 
-        self._controller = BatchController(context.scene, subjects, make_build, spacing_m=self.spacing)
-        try:
-            self._controller.start()
-        except AvatarError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return self.run_controller(context)
+        return self.start_controller(
+            context, lambda: BatchController(context.scene, subjects, make_build, spacing_m=self.spacing)
+        )
 
     def finish_controller(self, context: bpy.types.Context) -> set[str]:
         if self._controller.status is JobStatus.SUCCEEDED and self._controller.failures:

@@ -165,7 +165,8 @@ class LCA_OT_build_avatar(ModalControllerMixin, bpy.types.Operator):
             return {"CANCELLED"}
         name = bpy.path.clean_name(self.avatar_name) if self.avatar_name else avatar_name(photos)
         output = unused_path(engine.user_folder("avatars"), name)
-        try:
+
+        def make_controller() -> BuildController:
             build = AvatarBuild(
                 engine.engine_start_command(context),
                 photos,
@@ -173,11 +174,9 @@ class LCA_OT_build_avatar(ModalControllerMixin, bpy.types.Operator):
                 engine.build_options(context),
                 engine.engine_env(),
             )
-            self._controller = BuildController(context.scene, build).start()
-        except AvatarError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return self.run_controller(context)
+            return BuildController(context.scene, build)
+
+        return self.start_controller(context, make_controller)
 
 
 class LCA_OT_cancel_build(bpy.types.Operator):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,17 @@ class ModalControllerMixin:
 
     _timer = None
     _controller = None
+
+    def start_controller(
+        self, context: bpy.types.Context, make_controller: Callable[[], EngineController]
+    ) -> set[str]:
+        """Make and start a controller, then run it; an AvatarError on the way is reported."""
+        try:
+            self._controller = make_controller().start()
+        except AvatarError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return self.run_controller(context)
 
     def run_controller(self, context: bpy.types.Context) -> set[str]:
         if bpy.app.background:  # no event loop to deliver timer events: run to the end here
@@ -287,15 +298,8 @@ class LCA_OT_install_engine(ModalControllerMixin, bpy.types.Operator):
             return {"CANCELLED"}
         settings = preferences(context)
         venv = installed_engine_venv()
-        self._controller = InstallController(
-            context.scene, venv, install_steps(venv, settings.device if settings else "AUTO")
-        )
-        try:
-            self._controller.start()
-        except AvatarError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return self.run_controller(context)
+        steps = install_steps(venv, settings.device if settings else "AUTO")
+        return self.start_controller(context, lambda: InstallController(context.scene, venv, steps))
 
 
 classes: tuple[type, ...] = (LCA_OT_install_engine,)

@@ -37,12 +37,17 @@ def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
     return groups + [("Other", other)] if other else groups
 
 
-class LCA_PT_avatar(bpy.types.Panel):
-    bl_label = "LCA Avatar"
-    bl_idname = "LCA_PT_avatar"
+class _SidebarPanel:
+    """Where every LCA panel lives: the 3D view's sidebar, tab "LCA"."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "LCA"
+
+
+class LCA_PT_avatar(_SidebarPanel, bpy.types.Panel):
+    bl_label = "LCA Avatar"
+    bl_idname = "LCA_PT_avatar"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -77,12 +82,9 @@ class LCA_PT_avatar(bpy.types.Panel):
         column.prop(settings, "opacity", slider=True)
 
 
-class LCA_PT_expressions(bpy.types.Panel):
+class LCA_PT_expressions(_SidebarPanel, bpy.types.Panel):
     bl_label = "Expressions"
     bl_idname = "LCA_PT_expressions"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "LCA"
     bl_options = {"DEFAULT_CLOSED"}
 
     @classmethod
@@ -104,12 +106,9 @@ class LCA_PT_expressions(bpy.types.Panel):
                 column.prop(keys[name], "value", text=name, slider=True)
 
 
-class LCA_PT_hands(bpy.types.Panel):
+class LCA_PT_hands(_SidebarPanel, bpy.types.Panel):
     bl_label = "Hands"
     bl_idname = "LCA_PT_hands"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "LCA"
     bl_options = {"DEFAULT_CLOSED"}
 
     @classmethod
