@@ -10,6 +10,7 @@ and the splats mesh with every attribute, then poses the first preview; Blender'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,6 +23,20 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = REPO_ROOT / ".cache" / "blender-home"
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send what C code writes to file descriptor 1 to /dev/null for the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _sandbox_home() -> None:
@@ -93,7 +108,8 @@ def main() -> None:
         write_ply(ply_path, pose_avatar(read_avatar(avatar_path)))
 
         ours = _best_of(bpy, args.repeats, lambda: bpy.ops.lca.import_avatar(filepath=str(avatar_path)))
-        theirs = _best_of(bpy, args.repeats, lambda: bpy.ops.wm.ply_import(filepath=str(ply_path)))
+        with _quiet_stdout():  # Blender's importer prints a line per run; stdout is for the JSON
+            theirs = _best_of(bpy, args.repeats, lambda: bpy.ops.wm.ply_import(filepath=str(ply_path)))
     finally:
         add_on.unregister()
 
