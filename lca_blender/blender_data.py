@@ -219,23 +219,6 @@ def _required_names() -> list[str]:
     ]
 
 
-def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
-    """[N] float32 +1 or -1: the sign that turns each Gaussian's thin axis out of the skin.
-
-    The rule of `shading.relight_splats` (the Z, in the triangle frame, of the thin axis of the
-    bound rotation), computed from the one needed matrix entry instead of whole matrices: the
-    viewport needs it for 200k Gaussians at import.
-    """
-    q = avatar.rotations.astype(np.float64)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    # Row 2 of the rotation matrix: the Z of its X, Y and Z axes.
-    z_of_axes = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1)
-    thinnest = np.argmin(avatar.log_scales, axis=1)
-    normal_components = np.take_along_axis(z_of_axes, thinnest[:, None], axis=1)[:, 0]
-    return np.where(normal_components < 0, -1.0, 1.0).astype(np.float32)
-
-
 def surface_rig(vertices: np.ndarray, triangles: np.ndarray) -> Rig:
     """A rig that is only a surface: a body mesh whose skeleton and shape keys Blender owns.
 

@@ -359,18 +359,23 @@ def captured_colors(sh: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
     return np.maximum(np.einsum("nb,nbc->nc", basis, sh) + 0.5, 0.0)
 
 
-def _outward_signs(avatar: GaussianAvatar) -> np.ndarray:
-    """[N] +1 or -1: the sign that turns each Gaussian's thin axis out of the skin.
+def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
+    """[N] float32 +1 or -1: the sign that turns each Gaussian's thin axis out of the skin.
 
     A disc's thin axis is only defined up to sign. In the triangle frame the frame's normal is +Z,
     and posing turns both together, so the sign of the thin axis's Z in the bound (rest) rotation
     holds in every pose. Facing the skin's outside rather than the viewer keeps the far side of
-    the body dark under a light in front of it.
+    the body dark under a light in front of it. Only the needed row of each rotation matrix is
+    formed: the viewport calls this for every Gaussian at import.
     """
-    local_axes = quaternion_to_matrix(avatar.rotations.astype(np.float64))
+    q = avatar.rotations.astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    # Row 2 of the rotation matrix: the Z of its X, Y and Z axes.
+    z_of_axes = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1)
     thinnest = np.argmin(avatar.log_scales, axis=1)
-    normal_components = local_axes[np.arange(len(thinnest)), 2, thinnest]
-    return np.where(normal_components < 0, -1.0, 1.0)
+    normal_components = np.take_along_axis(z_of_axes, thinnest[:, None], axis=1)[:, 0]
+    return np.where(normal_components < 0, -1.0, 1.0).astype(np.float32)
 
 
 def relight_splats(
@@ -379,7 +384,7 @@ def relight_splats(
     """[N, 3] relit linear colours of an avatar's posed Gaussians `splats` (from `deform.pose_avatar`)
     seen from a perspective camera at `camera_position` [3], with normals out of the skin."""
     view_dirs = view_directions(splats.means, camera_position)
-    normals = gaussian_normals(splats.rotations, splats.scales) * _outward_signs(avatar)[:, None]
+    normals = gaussian_normals(splats.rotations, splats.scales) * outward_signs(avatar)[:, None]
     return relight(
         splats.means, normals, view_dirs, avatar.albedo, avatar.roughness, avatar.specular, lighting
     )

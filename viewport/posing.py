@@ -149,8 +149,8 @@ def _bound_splats(splats: bpy.types.Object, body: bpy.types.Object) -> _BoundSpl
 
 
 def _bound_from_avatar(source: tuple, avatar) -> _BoundSplats:
-    from ..lca_blender.blender_data import outward_signs
     from ..lca_blender.deform import bind
+    from ..lca_blender.shading import outward_signs
 
     return _BoundSplats(
         source=source,
