@@ -23,3 +23,7 @@ class BodyModelError(AvatarError):
 
 class PoseError(AvatarError):
     """A pose or expression that names unknown joints or shapes, or has the wrong size."""
+
+
+class LightingError(AvatarError):
+    """A light or a lighting file that cannot be used, with what to change."""

@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AvatarError
+from .errors import LightingError
 
 Vector3 = tuple[float, float, float]
 
@@ -95,10 +95,6 @@ AREA_SHAPES = ("SQUARE", "RECTANGLE", "DISK", "ELLIPSE")
 DEFAULT_SPOT_SIZE_RAD = math.radians(45.0)  # Blender's default spot size
 DEFAULT_SPOT_BLEND = 0.15  # Blender's default spot blend
 _SQRT_4PI = 2.0 * math.sqrt(math.pi)  # L_00 of a uniform radiance of 1
-
-
-class LightingError(AvatarError):
-    """A light or a lighting file that cannot be used, with what to change."""
 
 
 def _vector(name: str, value: Any, *, nonzero: bool = False, nonnegative: bool = False) -> Vector3:
