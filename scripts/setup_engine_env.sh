@@ -9,7 +9,7 @@ venv="$repo_root/.venv"
 python_bin="${PYTHON:-python3.11}"
 stamp="$venv/.lca-setup-$(sha256sum "$repo_root/pyproject.toml" | cut -c1-16)"
 
-if [[ -f "$stamp" ]] && "$venv/bin/python" -c "import torch, anny, lca_blender" >/dev/null 2>&1; then
+if [[ -f "$stamp" ]] && "$venv/bin/python" -c "import torch, anny, mediapipe, lca_blender" >/dev/null 2>&1; then
     exit 0
 fi
 if ! command -v "$python_bin" >/dev/null 2>&1; then
@@ -23,6 +23,9 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: anything that asks for an unpinned torch would pull GBs of CUDA wheels.
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e "$repo_root[engine,test]"
+# mediapipe 0.10.21 is the last release that bundles its Holistic models (offline landmarks and
+# masks). It declares numpy<2 but runs with numpy 2: install it alone; its real needs are in [engine].
+"${pip[@]}" --no-deps "mediapipe==0.10.21"
 rm -f "$venv"/.lca-setup-*
 touch "$stamp"
 "$venv/bin/python" -c "import torch, anny, lca_blender; print('setup_engine_env: torch', torch.__version__, '| anny', anny.__version__)"
