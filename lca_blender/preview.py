@@ -148,7 +148,7 @@ def render_views(
     import torch
 
     from .render import render
-    from .shading import relight_splats
+    from .shading import relight_splats, skin_normals
 
     if look not in LOOKS:
         raise AvatarError(f"Unknown look '{look}'. Use one of: {', '.join(LOOKS)}.")
@@ -162,13 +162,14 @@ def render_views(
     means, quats, scales, opacities = (
         tensor(splats.means), tensor(splats.rotations), tensor(splats.scales), tensor(splats.opacities),
     )  # fmt: skip
+    normals = skin_normals(avatar, splats) if look == "relit" else None  # the same for every view
     images = []
     for index, camera in enumerate(cameras):
         if look == "captured":
             appearance, sh_degree = tensor(splats.sh), int(round(math.sqrt(splats.sh.shape[1]))) - 1
         else:
             # Relight in linear light, encode for display: the SH path is display-encoded already.
-            linear = relight_splats(avatar, splats, lighting, camera.position)
+            linear = relight_splats(avatar, splats, lighting, camera.position, normals)
             appearance, sh_degree = tensor(linear_to_srgb(linear)), None
         with torch.no_grad():
             result = render(

@@ -378,13 +378,23 @@ def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
     return np.where(normal_components < 0, -1.0, 1.0).astype(np.float32)
 
 
+def skin_normals(avatar: GaussianAvatar, splats: Splats) -> np.ndarray:
+    """[N, 3] the normals of an avatar's posed Gaussians `splats`, pointing out of the skin."""
+    return gaussian_normals(splats.rotations, splats.scales) * outward_signs(avatar)[:, None]
+
+
 def relight_splats(
-    avatar: GaussianAvatar, splats: Splats, lighting: Lighting, camera_position: np.ndarray
+    avatar: GaussianAvatar,
+    splats: Splats,
+    lighting: Lighting,
+    camera_position: np.ndarray,
+    normals: np.ndarray | None = None,
 ) -> np.ndarray:
     """[N, 3] relit linear colours of an avatar's posed Gaussians `splats` (from `deform.pose_avatar`)
-    seen from a perspective camera at `camera_position` [3], with normals out of the skin."""
+    seen from a perspective camera at `camera_position` [3], with normals out of the skin
+    (`skin_normals`, computed here unless given: they do not depend on the camera)."""
     view_dirs = view_directions(splats.means, camera_position)
-    normals = gaussian_normals(splats.rotations, splats.scales) * outward_signs(avatar)[:, None]
+    normals = skin_normals(avatar, splats) if normals is None else normals
     return relight(
         splats.means, normals, view_dirs, avatar.albedo, avatar.roughness, avatar.specular, lighting
     )
