@@ -186,6 +186,46 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--backend", choices=("auto", "torch", "gsplat"), default="auto", help="rasterizer (default auto)"
     )
+
+    build = commands.add_parser(
+        "build",
+        help="build an avatar from photos of a person or a turn-around video",
+        description="Build a rigged, relightable avatar from photos of one person: a folder of photos, "
+        "image files, or a video (frames are sampled evenly). Stages: ingest, perceive (MediaPipe "
+        "landmarks and masks), cameras, fit_body (Anny shape, pose with fingers and jaw, expression), "
+        "fit_gaussians. Finished stages are cached, so running the same command again after a "
+        "cancel or a crash resumes where it stopped.",
+        epilog="Photos that cannot be used (unreadable, no person, several people) are reported by "
+        "name and skipped. Exit codes: 0 done, 2 bad input, 1 internal error, 130 cancelled.",
+    )
+    build.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="photo folder, images or a video"
+    )
+    build.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
+    build.add_argument(
+        "--quality", choices=("preview", "standard", "high"), default="standard",
+        help="preview (256 px, quick), standard (512 px, default) or high (1024 px, wants a GPU)",
+    )  # fmt: skip
+    build.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    build.add_argument(
+        "--body", choices=("anny",), default="anny",
+        help="the body model to fit (anny; SMPL-X fitting is not available yet, see the README)",
+    )  # fmt: skip
+    build.add_argument(
+        "--cache", type=Path, metavar="FOLDER",
+        help="where finished stages are kept for resuming (default: the user cache folder)",
+    )  # fmt: skip
+    build.add_argument("--no-cache", action="store_true", help="keep no stage results (no resuming)")
+    build.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    build.add_argument(
+        "--stop-after", choices=("ingest", "perceive", "cameras", "fit_body"),
+        help="run the stages up to this one (cached for the full build) and write no avatar: a quick "
+        "check of which photos are usable",
+    )  # fmt: skip
+    build.add_argument(
+        "--progress", choices=("bar", "jsonl", "none"), default=argparse.SUPPRESS,
+        help="as the global --progress (either place works)",
+    )  # fmt: skip
     return parser
 
 
@@ -345,7 +385,37 @@ def command_render(args: argparse.Namespace, progress: Progress) -> None:
     print(f"Wrote {args.output}: {len(images)} view(s), {args.look} look, pose '{args.pose}'")
 
 
-COMMANDS = {"new": command_new, "info": command_info, "export": command_export, "render": command_render}
+def command_build(args: argparse.Namespace, progress: Progress) -> None:
+    from .reconstruct.pipeline import build_avatar
+
+    if args.output.suffix.lower() != ".lca":
+        raise AvatarError(f"The output must be an .lca file, got '{args.output}'.")
+    _check_output_folder(args.output)
+    cache = None if args.no_cache else (args.cache or "auto")
+    report = build_avatar(
+        args.inputs, args.output, quality=args.quality, device=args.device, cache=cache,
+        progress=progress, seed=args.seed, stop_after=args.stop_after,
+    )  # fmt: skip
+    for source, reason in report.skipped.items():
+        print(f"Skipped {source}: {reason}", file=sys.stderr)
+    cached = [name for name, stage in report.stages.items() if stage["cached"]]
+    if args.stop_after:
+        print(json.dumps({"stopped_after": args.stop_after, "stages": report.stages,
+                          "skipped": report.skipped, "body": report.body}, indent=2))  # fmt: skip
+        return
+    print(
+        f"Wrote {args.output}: {report.gaussians} Gaussians"
+        + (f" (stages resumed from the cache: {', '.join(cached)})" if cached else "")
+    )
+
+
+COMMANDS = {
+    "build": command_build,
+    "new": command_new,
+    "info": command_info,
+    "export": command_export,
+    "render": command_render,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,360 @@
+"""The build: photos -> ingest -> perceive -> cameras -> fit_body -> fit_gaussians -> .lca.
+
+Each stage's result is cached on disk (JSON + .npy, never pickle) under a folder named by a hash of
+the inputs' bytes and the build's settings, so a cancelled or crashed build started again with the
+same inputs skips the stages it finished. A stage's folder appears whole or not at all (it is
+written beside its final name and renamed into place), and the avatar itself is written
+atomically: a cancelled build leaves no partial `.lca`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..avatar import GaussianAvatar
+from ..errors import AvatarError
+from ..formats.lca import read_avatar, write_avatar
+from ..paths import cache_dir
+from ..preview import Camera
+from ..progress import Progress
+from .ingest import IngestResult, Photo, collect_inputs, ingest
+from .perceive import PerceiveResult, Perception, perceive
+from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_VERSION = 1  # bump when a stage's cached result changes meaning
+STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
+
+
+@dataclass
+class BuildReport:
+    """What a build did: per stage, whether it came from the cache and how long it took."""
+
+    output: Path
+    cache: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # photo -> why it was not used
+    body: dict[str, Any] = field(default_factory=dict)
+    gaussians: int = 0
+
+
+class StageCache:
+    """Finished stages of one build, each a folder of `meta.json` and `.npy` arrays."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def load(self, stage: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        if self.root is None:
+            return None
+        folder = self.root / stage
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            arrays = {path.stem: np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy"))}
+        except (OSError, ValueError) as error:
+            if folder.exists():
+                logger.warning("Ignoring the unreadable cached %s stage (%s); redoing it.", stage, error)
+            return None
+        return meta, arrays
+
+    def folder(self, stage: str) -> Path | None:
+        return None if self.root is None else self.root / stage
+
+    def save(
+        self, stage: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], files: dict | None = None
+    ):
+        """Write a stage: everything lands in a temporary folder renamed into place at the end."""
+        if self.root is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{stage}.", dir=self.root))
+        try:
+            for name, array in arrays.items():
+                np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+            for name, source in (files or {}).items():
+                shutil.copyfile(source, temporary / name)
+            (temporary / "meta.json").write_text(json.dumps(meta))
+            final = self.root / stage
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(temporary, final)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def build_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
+    """A hash of the inputs' names and bytes and of the settings that shape the result."""
+    digest = hashlib.sha256(json.dumps({"version": PIPELINE_VERSION, **settings}, sort_keys=True).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise AvatarError(f"Unknown device '{device}'. Use auto, cpu or cuda.")
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AvatarError("--device cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def build_avatar(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    quality: str = "standard",
+    device: str = "auto",
+    cache: str | os.PathLike | None = "auto",
+    progress: Progress | None = None,
+    seed: int = 0,
+    stop_after: str | None = None,
+) -> BuildReport:
+    """Build an avatar from photos or a video; see the module docstring for the stages.
+
+    `stop_after` names a stage after which to stop (its results cached, no avatar written).
+    """
+    progress = progress or Progress()
+    settings = preset(quality)
+    chosen_device = resolve_device(device)
+    files = collect_inputs(inputs)
+    key = build_key(files, {"quality": quality, "seed": seed})
+    root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
+    stages = StageCache(root)
+    report = BuildReport(output=Path(output), cache=root or Path())
+    logger.info("Build cache: %s", root)
+
+    photos = _stage(report, stages, "ingest", progress, "Reading the photos",
+                    lambda: ingest(files, max_side=settings.max_side, progress=progress),
+                    _save_ingest, _load_ingest)  # fmt: skip
+    report.skipped.update(photos.skipped)
+    if stop_after == "ingest":
+        return report
+    seen = _stage(report, stages, "perceive", progress, "Finding the person in each photo",
+                  lambda: perceive(photos.photos, progress=progress),
+                  _save_perceive, _load_perceive)  # fmt: skip
+    report.skipped.update(seen.skipped)
+    if stop_after == "perceive":
+        return report
+    sfm = _stage(report, stages, "cameras", progress, "Relating the photos' cameras",
+                 lambda: _cameras(photos.photos, seen.perceptions, stages, progress),
+                 _save_cameras, _load_cameras)  # fmt: skip
+    if stop_after == "cameras":
+        return report
+    body = _stage(report, stages, "fit_body", progress, "Fitting the body, hands and face",
+                  lambda: _fit_body(seen.perceptions, photos.photos, settings, sfm, progress, seed),
+                  _save_body, lambda meta, _: _load_body(meta, photos.photos, seen.perceptions))  # fmt: skip
+    report.body = dict(body.report)
+    if stop_after == "fit_body":
+        return report
+    avatar = _stage(report, stages, "fit_gaussians", progress, "Fitting the Gaussians to the photos",
+                    lambda: _fit_gaussians(body, settings, chosen_device, progress, seed),
+                    None, None)  # fmt: skip
+    progress.stage("write", f"Writing {Path(output).name}")
+    write_avatar(output, avatar)
+    report.gaussians = avatar.gaussian_count
+    progress.done(f"Wrote {output}")
+    return report
+
+
+def _stage(report, stages: StageCache, name, progress, message, compute, save, load):
+    """Run one stage, or take its result from the cache."""
+    started = time.monotonic()
+    progress.stage(name, message)
+    cached = _load_stage(stages, name, load)
+    if cached is not None:
+        report.stages[name] = {"cached": True, "seconds": round(time.monotonic() - started, 2)}
+        progress.done(f"{name}: taken from the previous run")
+        return cached
+    result = compute()
+    _save_stage(stages, name, result, save)
+    report.stages[name] = {"cached": False, "seconds": round(time.monotonic() - started, 2)}
+    progress.done(f"{name}: done")
+    return result
+
+
+def _load_stage(stages: StageCache, name: str, load):
+    if name == "fit_gaussians":
+        folder = stages.folder(name)
+        if folder is not None and (folder / "avatar.lca").is_file():
+            try:
+                return read_avatar(folder / "avatar.lca")
+            except AvatarError as error:
+                logger.warning("Ignoring the cached avatar (%s); fitting again.", error)
+        return None
+    loaded = stages.load(name)
+    if loaded is None:
+        return None
+    try:
+        return load(*loaded)
+    except (KeyError, IndexError, ValueError, TypeError, AvatarError) as error:
+        logger.warning("Ignoring the cached %s stage (%s); redoing it.", name, error)
+        return None
+
+
+def _save_stage(stages: StageCache, name: str, result, save) -> None:
+    if stages.root is None:
+        return
+    if name == "fit_gaussians":
+        stages.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=stages.root) as scratch:
+            path = Path(scratch) / "avatar.lca"
+            write_avatar(path, result)
+            stages.save(name, {"gaussians": result.gaussian_count}, {}, files={"avatar.lca": path})
+        return
+    stages.save(name, *save(result))
+
+
+# -- the stages' own work ---------------------------------------------------------------------
+
+
+def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], stages: StageCache, progress):
+    """Structure-from-motion on the person, or None when the photos do not tie together."""
+    try:
+        from .cameras import structure_from_motion
+    except ImportError as error:
+        logger.warning("Structure-from-motion is unavailable (%s); using body-relative cameras.", error)
+        return None
+    by_source = {photo.source: photo for photo in photos}
+    used = [by_source[seen.source] for seen in perceptions]
+    if len(used) < 3:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lca-sfm-") as workdir:
+        return structure_from_motion(
+            used, [seen.mask for seen in perceptions], Path(workdir), progress=progress
+        )
+
+
+def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed) -> BodyFit:
+    from .fit_body import fit_body
+
+    return fit_body(
+        perceptions, steps=settings.body_steps, sfm=sfm, progress=progress, photos=photos, seed=seed
+    )
+
+
+def _fit_gaussians(body: BodyFit, settings: Preset, device: str, progress, seed) -> GaussianAvatar:
+    from .fit_gaussians import fit_gaussians
+
+    return fit_gaussians(body, settings, device=device, progress=progress, seed=seed)
+
+
+# -- what each stage keeps on disk ------------------------------------------------------------
+
+
+def _save_ingest(result: IngestResult):
+    meta = {
+        "photos": [{"source": p.source, "original_size": list(p.original_size)} for p in result.photos],
+        "skipped": result.skipped,
+    }
+    arrays = {f"pixels_{i:04d}": p.pixels for i, p in enumerate(result.photos)}
+    arrays |= {f"alpha_{i:04d}": p.alpha for i, p in enumerate(result.photos) if p.alpha is not None}
+    return meta, arrays
+
+
+def _load_ingest(meta, arrays) -> IngestResult:
+    photos = [
+        Photo(
+            source=item["source"],
+            pixels=arrays[f"pixels_{i:04d}"],
+            alpha=arrays.get(f"alpha_{i:04d}"),
+            original_size=tuple(item["original_size"]),
+        )
+        for i, item in enumerate(meta["photos"])
+    ]
+    return IngestResult(photos=photos, skipped=dict(meta["skipped"]))
+
+
+def _save_perceive(result: PerceiveResult):
+    meta = {"perceptions": [p.source for p in result.perceptions], "skipped": result.skipped}
+    arrays = {}
+    for i, seen in enumerate(result.perceptions):
+        arrays[f"pose_{i:04d}"] = seen.pose
+        arrays[f"mask_{i:04d}"] = seen.mask
+        for name in ("left_hand", "right_hand", "face"):
+            if getattr(seen, name) is not None:
+                arrays[f"{name}_{i:04d}"] = getattr(seen, name)
+    return meta, arrays
+
+
+def _load_perceive(meta, arrays) -> PerceiveResult:
+    perceptions = [
+        Perception(
+            source=source,
+            pose=arrays[f"pose_{i:04d}"],
+            left_hand=arrays.get(f"left_hand_{i:04d}"),
+            right_hand=arrays.get(f"right_hand_{i:04d}"),
+            face=arrays.get(f"face_{i:04d}"),
+            mask=arrays[f"mask_{i:04d}"],
+        )
+        for i, source in enumerate(meta["perceptions"])
+    ]
+    return PerceiveResult(perceptions=perceptions, skipped=dict(meta["skipped"]))
+
+
+def _save_cameras(sfm):
+    if sfm is None:
+        return {"sfm": None}, {}
+    return {"sfm": sfm.to_json()}, {}
+
+
+def _load_cameras(meta, arrays):
+    if meta["sfm"] is None:
+        return None
+    from .cameras import SfmCameras
+
+    return SfmCameras.from_json(meta["sfm"])
+
+
+def _save_body(body: BodyFit):
+    meta = {
+        "phenotype": body.rig.body_parameters["phenotype"],
+        "capture": capture_to_json(body.pose, body.expressions, body.rig.expression_names),
+        "cameras": [
+            {
+                "source": view.source,
+                "viewmat": view.camera.viewmat.tolist(),
+                "intrinsics": view.camera.intrinsics.tolist(),
+                "width": view.camera.width,
+                "height": view.camera.height,
+            }
+            for view in body.views
+        ],
+        "report": body.report,
+    }
+    return meta, {}
+
+
+def _load_body(meta, photos: Sequence[Photo], perceptions: Sequence[Perception]) -> BodyFit:
+    from ..bodies.anny_body import anny_rig
+
+    rig = anny_rig(meta["phenotype"])
+    pose, expressions = capture_from_json(meta["capture"], rig)
+    pixels = {photo.source: photo.pixels for photo in photos}
+    masks = {seen.source: seen.mask for seen in perceptions}
+    views = []
+    for item in meta["cameras"]:
+        viewmat = np.asarray(item["viewmat"], np.float64)
+        position = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        camera = Camera(item["source"], position, viewmat, np.asarray(item["intrinsics"], np.float64),
+                        int(item["width"]), int(item["height"]))  # fmt: skip
+        views.append(View(item["source"], pixels[item["source"]], masks[item["source"]], camera))
+    return BodyFit(rig=rig, pose=pose, expressions=expressions, views=views, report=dict(meta["report"]))
