@@ -1,0 +1,681 @@
+"""fit_gaussians: Gaussians on the fitted body with albedo and photo lighting that explain the photos.
+
+Engine only (torch). The stages, in order:
+
+1. **Surface**: Gaussians are drawn on the fitted body's template (area-weighted), posed at the
+   capture pose with `deform_torch`. Each is a thin disc whose thin axis is the mesh's smooth
+   (vertex-interpolated) normal, expressed in its triangle's frame so that it follows the skin.
+2. **Observation**: each Gaussian and each mesh vertex is projected into every photo, with a depth
+   test against a depth image rendered from the initial Gaussians and a facing test; its colour is
+   the facing-weighted mean of the photos' linear pixels where it is seen.
+3. **Capture lighting** (on the mesh vertices, a few thousand cheap steps): the photos' lighting
+   as L2 spherical-harmonic ambient plus one sun, estimated jointly with a per-vertex albedo under
+   a Retinex prior: the shading model explains the colour changes that follow the surface normal,
+   while the albedo is piecewise constant over the mesh (total variation of log albedo on the
+   mesh edges). Exposure: photos are taken to be well exposed, so the lighting is scaled, per
+   channel, until a white Lambertian surface facing the brightest direction of the estimated
+   lighting has radiance exactly 1.0 (this also white-balances to that direction).
+4. **Optimisation** with the differentiable renderer against the masked photos, one photo per
+   step, at half size first and then full size: L1 + SSIM on display-encoded colour plus alpha
+   against the mask. A Gaussian's linear colour is the shading model of `shading.py` (albedo under
+   the capture lighting, with fixed roughness and specular) with a per-Gaussian sun visibility in
+   [0, 1] for cast shadows, pulled towards 1. Regularisers keep the avatar clean to animate:
+   normal offsets small (bounded by `MAX_NORMAL_OFFSET`), tangent scales within a band around
+   the sampling spacing and at most `MAX_ANISOTROPY` to 1, opacities pushed to 0 or 1.
+5. **Fill**: Gaussians no photo saw take the albedo of the nearest seen surface (a grass-fire fill
+   over the mesh edges), so an avatar built from one front photo still has a plausible back.
+
+The "as captured" look (SH, display-encoded) is the fitted shading model at the capture pose; the
+relit look uses the albedo alone, which is what makes the avatar relightable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ..avatar import GaussianAvatar
+from ..deform_torch import (
+    RigTensors,
+    pose_gaussians,
+    pose_vertices,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
+from ..errors import AvatarError
+from ..lights import AmbientSH, Lighting, SunLight, lighting_to_json
+from ..progress import Progress
+from ..render import render
+from ..render.sh import SH_C0
+from ..sample import sample_surface
+from ..shading_torch import LightingTensors, ambient_irradiance, direct_lighting, specular_brdf
+from .losses import linear_to_srgb, psnr, ssim
+from .views import BodyFit, Preset, View, capture_to_json
+
+logger = logging.getLogger(__name__)
+
+FLATNESS = 0.15  # a disc's thickness over its tangent size
+MAX_NORMAL_OFFSET = 0.03  # metres: Gaussians stay within 3 cm of the fitted skin
+MAX_ANISOTROPY = 4.0  # longest over shortest tangent scale
+SCALE_BAND = (0.35, 2.5)  # tangent scales relative to the sampling spacing
+INITIAL_SCALE = 0.65  # of the spacing: neighbouring discs overlap, so the skin is covered
+ROUGHNESS = 0.6  # not estimated: few photos cannot separate it from albedo
+SPECULAR = 0.3
+COARSE_SIDE = 256  # longest image side of the first, coarse part of the optimisation
+COARSE_FRACTION = 0.6  # of the steps run at the coarse size
+SSIM_WEIGHT = 0.2
+_LUMINANCE = (0.2126, 0.7152, 0.0722)
+
+
+@dataclass(frozen=True)
+class _Photo:
+    """One view as tensors at one size."""
+
+    linear: torch.Tensor  # [H, W, 3]
+    target: torch.Tensor  # [1, H, W, 3] display-encoded, masked onto black
+    mask: torch.Tensor  # [1, H, W, 1]
+    viewmat: torch.Tensor  # [1, 4, 4]
+    intrinsics: torch.Tensor  # [1, 3, 3]
+    position: torch.Tensor  # [3]
+    width: int
+    height: int
+
+
+def _photo(view: View, longest_side: int, device: str) -> _Photo:
+    """The view resized (area filter) so its longer side is at most `longest_side`."""
+    camera = view.camera
+    height, width = view.mask.shape
+    factor = min(1.0, longest_side / max(height, width))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    pixels, mask = view.pixels.astype(np.float32), view.mask.astype(np.float32)
+    if size != (width, height):
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+    # Pixel edges map to pixel edges: x' = x * (new / old) per axis, so K scales the same way.
+    intrinsics = np.asarray(camera.intrinsics, np.float64).copy()
+    intrinsics[0] *= size[0] / width
+    intrinsics[1] *= size[1] / height
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+
+    linear, mask_tensor = tensor(np.clip(pixels, 0.0, 1.0)), tensor(np.clip(mask, 0.0, 1.0))
+    return _Photo(
+        linear=linear,
+        target=(linear_to_srgb(linear) * mask_tensor[..., None])[None],
+        mask=mask_tensor[None, ..., None],
+        viewmat=tensor(camera.viewmat)[None],
+        intrinsics=tensor(intrinsics)[None],
+        position=tensor(camera.position),
+        width=size[0],
+        height=size[1],
+    )
+
+
+def _vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """[V, 3] unit area-weighted vertex normals."""
+    corners = vertices[triangles]
+    face = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = torch.zeros_like(vertices).index_add_(0, triangles.reshape(-1), face.repeat_interleave(3, 0))
+    return torch.nn.functional.normalize(normals, dim=1)
+
+
+def _mesh_adjacency(triangles: torch.Tensor, vertex_count: int) -> torch.Tensor:
+    """[V, V] sparse symmetric 0/1 adjacency of the mesh's edges."""
+    edges = torch.cat([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = torch.unique(torch.sort(edges, dim=1).values, dim=0)
+    both = torch.cat([edges, edges.flip(1)]).T
+    values = torch.ones(both.shape[1], dtype=torch.float32, device=triangles.device)
+    return torch.sparse_coo_tensor(
+        both, values, (vertex_count, vertex_count), check_invariants=False
+    ).coalesce()
+
+
+def _fibonacci_sphere(count: int, device: str) -> torch.Tensor:
+    index = torch.arange(count, dtype=torch.float32, device=device) + 0.5
+    z = 1 - 2 * index / count
+    angle = index * math.pi * (3 - math.sqrt(5))
+    radius = (1 - z * z).clamp_min(0).sqrt()
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), z], dim=1)
+
+
+@dataclass
+class _CaptureLighting:
+    """The estimated photo lighting: L2 SH ambient radiance and one sun."""
+
+    ambient_sh: torch.Tensor  # [9, 3]
+    sun_towards: torch.Tensor  # [3] unit, from the body towards the sun
+    sun_irradiance: torch.Tensor  # [3]
+
+    def irradiance(self, normals: torch.Tensor) -> torch.Tensor:
+        """[N, 3] E(n) (ambient plus sun, no shadows) at unit normals [N, 3]."""
+        cosine = (normals @ self.sun_towards).clamp_min(0.0)
+        return ambient_irradiance(normals, self.ambient_sh) + cosine[:, None] * self.sun_irradiance
+
+    def brightest_direction(self) -> torch.Tensor:
+        directions = _fibonacci_sphere(4096, self.ambient_sh.device)
+        luminance = self.irradiance(directions) @ torch.tensor(_LUMINANCE, device=directions.device)
+        return directions[torch.argmax(luminance)]
+
+    def normalised(self) -> tuple[_CaptureLighting, torch.Tensor]:
+        """The lighting exposed so that white facing its brightest direction has radiance 1, and the
+        per-channel factor [3] it was multiplied by (albedo divides by it)."""
+        peak = self.irradiance(self.brightest_direction()[None])[0] / math.pi
+        factor = 1.0 / peak.clamp_min(1e-6)
+        scaled = _CaptureLighting(self.ambient_sh * factor, self.sun_towards, self.sun_irradiance * factor)
+        return scaled, factor
+
+    def tensors(self) -> LightingTensors:
+        return LightingTensors.from_lighting(self.lighting(), device=self.ambient_sh.device)
+
+    def lighting(self) -> Lighting:
+        irradiance = self.sun_irradiance.detach().cpu().double().numpy()
+        strength = float(irradiance.max())
+        color = irradiance / strength if strength > 0 else np.ones(3)
+        direction = (-self.sun_towards.detach().cpu().double()).numpy()
+        return Lighting(
+            ambient=AmbientSH(self.ambient_sh.detach().cpu().double().numpy().tolist()),
+            lights=(SunLight(tuple(direction), tuple(color), strength),),
+        )
+
+
+def _chromaticity_clusters(colors: torch.Tensor, weights: torch.Tensor, count: int) -> torch.Tensor:
+    """[V] cluster of each colour [V, 3] by chromaticity (k-means, farthest-point start, weighted)."""
+    chroma = colors / colors.sum(1, keepdim=True).clamp_min(1e-4)
+    centres = [chroma[torch.argmax(weights)]]
+    for _ in range(count - 1):
+        distance = torch.cdist(chroma, torch.stack(centres)).min(1).values * (weights > 0)
+        centres.append(chroma[torch.argmax(distance)])
+    centres_tensor = torch.stack(centres)
+    for _ in range(20):
+        labels = torch.cdist(chroma, centres_tensor).argmin(1)
+        totals = torch.zeros(count, device=colors.device).index_add_(0, labels, weights)
+        sums = torch.zeros(count, 3, device=colors.device).index_add_(0, labels, weights[:, None] * chroma)
+        centres_tensor = torch.where(
+            totals[:, None] > 0, sums / totals.clamp_min(1e-12)[:, None], centres_tensor
+        )
+    return torch.cdist(chroma, centres_tensor).argmin(1)
+
+
+def _connected_parts(adjacency: torch.Tensor, labels: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """[V] the id of each seen vertex's connected patch of one label (-1 where unseen)."""
+    ends = adjacency.indices()
+    ends = ends[:, seen[ends[0]] & seen[ends[1]] & (labels[ends[0]] == labels[ends[1]])]
+    part = torch.arange(labels.shape[0], device=labels.device)
+    while True:  # each vertex takes the smallest id among its patch neighbours, until nothing changes
+        spread = part.scatter_reduce(0, ends[0], part[ends[1]], reduce="amin")
+        if torch.equal(spread, part):
+            break
+        part = spread
+    part = torch.where(seen, part, -1)
+    return torch.unique(part, return_inverse=True)[1] - int((~seen).any())
+
+
+def _estimate_lighting(
+    colors: torch.Tensor,  # [V, 3] observed linear colour per vertex
+    weights: torch.Tensor,  # [V] observation weight (0 = unseen)
+    normals: torch.Tensor,  # [V, 3] unit
+    adjacency: torch.Tensor,  # [V, V] sparse
+    steps: int,
+    progress: Progress,
+    span: tuple[float, float],
+) -> tuple[_CaptureLighting, float]:
+    """Capture lighting (up to exposure) and its robust log-colour residual.
+
+    The Retinex prior made concrete: white-ish light changes a surface's brightness, not its
+    chromaticity, so the seen vertices are clustered by chromaticity and split into connected
+    patches; each patch has one albedo. The fit explains the log colours by patch albedo plus log
+    shading, robustly (nearly L1), so texture within a patch does not pull the light around.
+    """
+    seen = weights > 0
+    if int(seen.sum()) < 50:
+        raise AvatarError("Too little of the body is visible in the photos to estimate their lighting.")
+    labels = _chromaticity_clusters(colors, weights, 10)
+    parts = _connected_parts(adjacency, labels, seen)
+    colors, weights, normals, parts = colors[seen], weights[seen], normals[seen], parts[seen]
+    log_colors = torch.log(colors + 1e-3)
+    weights = weights / weights.sum()
+    part_count = int(parts.max()) + 1
+    device = colors.device
+    totals = torch.zeros(part_count, device=device).index_add_(0, parts, weights)
+    log_albedo = torch.zeros(part_count, 3, device=device).index_add_(0, parts, weights[:, None] * log_colors)
+    log_albedo = (log_albedo / totals.clamp_min(1e-12)[:, None]).requires_grad_(True)
+
+    ambient = torch.zeros(9, 3, device=device)
+    ambient[0] = 2 * math.sqrt(math.pi)  # a white uniform world of radiance 1: E / pi = 1
+    ambient.requires_grad_(True)
+    sun_towards = torch.tensor([0.0, -1.0, 0.0], device=device, requires_grad=True)
+    log_sun = torch.full((3,), -8.0, device=device, requires_grad=True)
+
+    def loss_of(with_sun: bool) -> torch.Tensor:
+        lighting = _CaptureLighting(
+            ambient,
+            torch.nn.functional.normalize(sun_towards, dim=0),
+            log_sun.exp() if with_sun else torch.zeros(3, device=device),
+        )
+        log_shading = torch.log(lighting.irradiance(normals) / math.pi + 1e-2)
+        residual = (log_albedo[parts] + log_shading - log_colors).abs().sum(1)
+        robust = torch.sqrt(residual**2 + 1e-4)
+        # Priors for what the photos barely see: keep the exposure where it started (albedo and
+        # light trade it freely); let the sun, not the ambient, carry the light's direction; and
+        # keep the sun above the horizon (with cameras near eye level, a light from above and its
+        # mirror image from below shade the mostly upright body almost alike).
+        gauge = (ambient[0].mean() - 2 * math.sqrt(math.pi)) ** 2
+        directional = 0.01 * (ambient[1:] ** 2).sum() / (ambient[0] ** 2).mean()
+        below = torch.relu(-torch.nn.functional.normalize(sun_towards, dim=0)[2]) if with_sun else 0.0
+        return (weights * robust).sum() + gauge + directional + 0.1 * below
+
+    first_phase = steps // 3
+    optimiser = torch.optim.Adam([ambient, log_albedo], lr=0.03)
+    for step in range(steps):
+        if step == first_phase:
+            # The ambient found so far points at the light: put a sun there worth the ambient's
+            # directional part, keep half of that in the ambient, and fit both.
+            with torch.no_grad():
+                lighting = _CaptureLighting(ambient, sun_towards.detach(), torch.zeros(3))
+                brightest = lighting.brightest_direction()
+                sun_towards.copy_(brightest)
+                spread = lighting.irradiance(torch.stack([brightest, -brightest]))
+                log_sun.copy_(torch.log((spread[0] - spread[1]).clamp_min(1e-2)))
+                ambient[1:] *= 0.5
+            optimiser = torch.optim.Adam([ambient, log_albedo, sun_towards, log_sun], lr=0.03)
+        optimiser.zero_grad()
+        loss = loss_of(step >= first_phase)
+        loss.backward()
+        optimiser.step()
+        if step % 25 == 0:
+            progress.update(span[0] + (span[1] - span[0]) * step / steps, "Estimating the photos' lighting")
+    with torch.no_grad():
+        estimate = _CaptureLighting(
+            ambient.detach().clone(),
+            torch.nn.functional.normalize(sun_towards.detach(), dim=0),
+            log_sun.detach().exp(),
+        )
+        final = float(loss_of(True))
+    return estimate, final
+
+
+def _grassfire_fill(
+    values: torch.Tensor,  # [V, D]
+    known: torch.Tensor,  # [V] bool
+    adjacency: torch.Tensor,  # [V, V] sparse
+) -> torch.Tensor:
+    """Unknown vertices take the mean of their known neighbours, front by front, until all are known
+    (the nearest seen surface's value); components with nothing known take the overall mean."""
+    values, known = values.clone(), known.clone()
+    if not known.any():
+        return values
+    while not known.all():
+        mask = known.float()[:, None]
+        sums = torch.sparse.mm(adjacency, torch.cat([values * mask, mask], dim=1))
+        reached = ~known & (sums[:, -1] > 0)
+        if not reached.any():
+            values[~known] = values[known].mean(0)
+            break
+        values[reached] = sums[reached, :-1] / sums[reached, -1:]
+        known |= reached
+    return values
+
+
+class _Gaussians:
+    """The Gaussians being fitted: fixed bindings and the optimised parameters."""
+
+    def __init__(self, body: BodyFit, count: int, rng: np.random.Generator, device: str) -> None:
+        rig = body.rig
+        self.device = device
+        self.rig_tensors = RigTensors.from_rig(rig, device=device)
+        triangle_ids, barycentrics = sample_surface(rig, count, rng)
+        self.triangle_ids = torch.as_tensor(triangle_ids, device=device).long()
+        self.barycentrics = torch.as_tensor(barycentrics, device=device)
+        triangles = self.rig_tensors.triangles
+        with torch.no_grad():
+            self.posed_vertices = pose_vertices(
+                self.rig_tensors,
+                torch.as_tensor(body.pose.rotations, device=device),
+                torch.as_tensor(body.pose.translation, device=device),
+                torch.as_tensor(np.asarray(body.expressions, np.float32), device=device),
+            )
+            self.tilts, self.base_log_scale = self._rest_binding(rig.vertices, triangles)
+        self.corner_vertices = triangles[self.triangle_ids]  # [N, 3]
+        self.spin = torch.as_tensor(rng.uniform(0, math.pi, count), dtype=torch.float32, device=device)
+        self.tangent_log_scales = torch.full((count, 2), math.log(INITIAL_SCALE), device=device)
+        self.offset_code = torch.zeros(count, device=device)  # offset = MAX tanh(code)
+        self.opacity_logit = torch.full((count,), 4.0, device=device)
+        self.albedo_logit = torch.zeros(count, 3, device=device)
+        self.visibility_logit = torch.full((count,), 4.0, device=device)  # sun visibility, ~1
+
+    def _rest_binding(
+        self, vertices: np.ndarray, triangles: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per Gaussian: the tilt [N, 4] turning its triangle's normal onto the smooth normal (in the
+        triangle's frame) and the log of the sampling spacing over the triangle size [N]."""
+        rest = torch.as_tensor(vertices, device=self.device)
+        corners = rest[triangles]
+        edge1, edge2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+        cross = torch.linalg.cross(edge1, edge2)
+        twice_area = cross.norm(dim=1).clamp_min(1e-12)
+        normal = cross / twice_area[:, None]
+        tangent = torch.nn.functional.normalize(edge1, dim=1)
+        frame = torch.stack([tangent, torch.linalg.cross(normal, tangent), normal], dim=2)  # columns
+        smooth = _vertex_normals(rest, triangles)[triangles[self.triangle_ids]]
+        smooth = torch.nn.functional.normalize((self.barycentrics[:, :, None] * smooth).sum(1), dim=1)
+        local = torch.einsum("nji,nj->ni", frame[self.triangle_ids], smooth)  # frame^T smooth
+        local = torch.where(local[:, 2:] > 0.2, local, torch.tensor([0.0, 0.0, 1.0], device=self.device))
+        tilts = torch.nn.functional.normalize(
+            torch.stack([1 + local[:, 2], -local[:, 1], local[:, 0], torch.zeros_like(local[:, 0])], 1), dim=1
+        )
+        spacing = math.sqrt(0.5 * float(twice_area.sum()) / self.triangle_ids.shape[0])
+        return tilts, math.log(spacing) - 0.5 * torch.log(twice_area[self.triangle_ids])
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [
+            self.spin,
+            self.tangent_log_scales,
+            self.offset_code,
+            self.opacity_logit,
+            self.albedo_logit,
+            self.visibility_logit,
+        ]
+
+    def local_rotations(self) -> torch.Tensor:
+        half = 0.5 * self.spin
+        zeros = torch.zeros_like(half)
+        return quaternion_multiply(
+            self.tilts, torch.stack([torch.cos(half), zeros, zeros, torch.sin(half)], 1)
+        )
+
+    def log_scales(self) -> torch.Tensor:
+        """[N, 3] log scale over triangle size; the thin (normal) axis follows the smaller tangent."""
+        tangent = self.tangent_log_scales
+        thin = tangent.min(dim=1, keepdim=True).values + math.log(FLATNESS)
+        return torch.cat([tangent, thin], dim=1) + self.base_log_scale[:, None]
+
+    def normal_offsets(self) -> torch.Tensor:
+        return MAX_NORMAL_OFFSET * torch.tanh(self.offset_code)
+
+    def opacities(self) -> torch.Tensor:
+        return torch.sigmoid(self.opacity_logit)
+
+    def albedo(self) -> torch.Tensor:
+        return torch.sigmoid(self.albedo_logit)
+
+    def posed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Means [N, 3], rotations [N, 4] and scales [N, 3] at the capture pose."""
+        return pose_gaussians(
+            self.posed_vertices,
+            self.rig_tensors.triangles,
+            self.triangle_ids,
+            self.barycentrics,
+            self.normal_offsets(),
+            self.local_rotations(),
+            self.log_scales(),
+        )
+
+
+def _outward_normals(rotations: torch.Tensor) -> torch.Tensor:
+    """[N, 3] the posed thin axes (local Z, which the tilt keeps out of the skin)."""
+    return quaternion_to_matrix(rotations)[:, :, 2]
+
+
+def _capture_colors(
+    means: torch.Tensor,
+    normals: torch.Tensor,
+    view_dirs: torch.Tensor,
+    albedo: torch.Tensor,
+    sun_visibility: torch.Tensor,
+    lighting: LightingTensors,
+) -> torch.Tensor:
+    """[N, 3] linear colour in the photos: `shading_torch.relight`'s model with the direct light
+    scaled by each Gaussian's visibility of it (cast shadows, which the relit look leaves out)."""
+    direct = direct_lighting(means, normals, lighting)
+    direct_irradiance = direct.irradiance * sun_visibility[:, None, None]
+    irradiance = ambient_irradiance(normals, lighting.ambient_sh) + direct_irradiance.sum(1)
+    roughness = torch.full_like(sun_visibility, ROUGHNESS)[:, None]
+    f0 = torch.full_like(sun_visibility, 0.08 * SPECULAR)[:, None]
+    lobe = specular_brdf(normals[:, None], direct.directions, view_dirs[:, None], roughness, f0)
+    return albedo * irradiance / math.pi + torch.einsum("nk,nkc->nc", lobe, direct_irradiance)
+
+
+def _observe(
+    gaussians: _Gaussians, photos: list[_Photo], depth_photos: list[_Photo], vertex_normals: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Facing-weighted mean linear colours of the Gaussians [N, 3] and vertices [V, 3] where the
+    photos see them, with their weights (0 = never seen)."""
+    with torch.no_grad():
+        means, rotations, scales = gaussians.posed()
+        normals = _outward_normals(rotations)
+        vertices = gaussians.posed_vertices
+        ones = torch.ones(means.shape[0], device=means.device)
+        points = {"gaussian": (means, normals), "vertex": (vertices, vertex_normals)}
+        sums = {name: torch.zeros(p.shape[0], 3, device=p.device) for name, (p, _) in points.items()}
+        weights = {name: torch.zeros(p.shape[0], device=p.device) for name, (p, _) in points.items()}
+        for photo, small in zip(photos, depth_photos, strict=True):
+            depth = render(
+                means, rotations, scales, ones, ones[:, None], small.viewmat, small.intrinsics,
+                small.width, small.height,
+            ).depth[0, ..., 0]  # fmt: skip
+            for name, (positions, point_normals) in points.items():
+                camera = positions @ photo.viewmat[0, :3, :3].T + photo.viewmat[0, :3, 3]
+                z = camera[:, 2].clamp_min(1e-6)
+                pixel = camera[:, :2] / z[:, None] * photo.intrinsics[0, [0, 1], [0, 1]]
+                pixel = pixel + photo.intrinsics[0, :2, 2]
+                inside = (pixel[:, 0] >= 0) & (pixel[:, 0] < photo.width) & (pixel[:, 1] >= 0)
+                inside &= (pixel[:, 1] < photo.height) & (camera[:, 2] > 1e-3)
+                scale = torch.tensor([small.width / photo.width, small.height / photo.height])
+                column_row = (pixel * scale.to(pixel)).long()
+                column = column_row[:, 0].clamp(0, small.width - 1)
+                row = column_row[:, 1].clamp(0, small.height - 1)
+                surface = depth[row, column]
+                unoccluded = (surface > 0) & (camera[:, 2] < surface + 0.02 + 0.01 * surface)
+                towards = torch.nn.functional.normalize(photo.position - positions, dim=1)
+                facing = (point_normals * towards).sum(1)
+                grid = (pixel / torch.tensor([photo.width, photo.height]).to(pixel)) * 2 - 1
+                sampled = torch.nn.functional.grid_sample(
+                    torch.cat([photo.linear, photo.mask[0]], dim=-1).permute(2, 0, 1)[None],
+                    grid[None, None], mode="bilinear", padding_mode="border", align_corners=False,
+                )[0, :, 0].T  # fmt: skip
+                weight = facing.clamp_min(0.0) ** 2 * (inside & unoccluded & (facing > 0.15)).float()
+                weight = weight * (sampled[:, 3] > 0.9).float()
+                sums[name] += weight[:, None] * sampled[:, :3]
+                weights[name] += weight
+    colors = {name: sums[name] / weights[name].clamp_min(1e-8)[:, None] for name in sums}
+    return {
+        "gaussian_colors": colors["gaussian"],
+        "gaussian_weights": weights["gaussian"],
+        "vertex_colors": colors["vertex"],
+        "vertex_weights": weights["vertex"],
+    }
+
+
+def _fill_from_seen(
+    gaussians: _Gaussians, values: torch.Tensor, seen: torch.Tensor, adjacency: torch.Tensor
+) -> torch.Tensor:
+    """[N, D] `values` [N, D] with unseen Gaussians' rows replaced from the nearest seen surface."""
+    vertex_count = gaussians.posed_vertices.shape[0]
+    weights = gaussians.barycentrics * seen.float()[:, None]
+    corners = gaussians.corner_vertices.reshape(-1)
+    sums = torch.zeros(vertex_count, values.shape[1], device=values.device)
+    sums.index_add_(0, corners, (weights[:, :, None] * values[:, None, :]).reshape(-1, values.shape[1]))
+    totals = torch.zeros(vertex_count, device=values.device).index_add_(0, corners, weights.reshape(-1))
+    known = totals > 1e-3
+    vertex_values = _grassfire_fill(sums / totals.clamp_min(1e-8)[:, None], known, adjacency)
+    interpolated = (gaussians.barycentrics[:, :, None] * vertex_values[gaussians.corner_vertices]).sum(1)
+    return torch.where(seen[:, None], values, interpolated)
+
+
+def fit_gaussians(
+    body: BodyFit, preset: Preset, device: str = "cpu", progress: Progress | None = None, seed: int = 0
+) -> GaussianAvatar:
+    """Gaussians on `body`'s surface fitted to its photos, with albedo and the photos' lighting.
+
+    body: the fitted rig, capture pose, expressions and photos with cameras (`views.BodyFit`);
+    preset: `gaussians` Gaussians, `gaussian_steps` optimisation steps (one photo each), photos at
+    most `max_side` pixels; progress: reports the fraction done and raises `Cancelled` when asked.
+    Deterministic for a seed on one device. The avatar's provenance holds the capture pose
+    ("capture"), the estimated lighting ("capture_lighting", `lights.lighting_to_json`) and the
+    fit's figures ("fit").
+    """
+    started = time.monotonic()
+    progress = progress or Progress()
+    if not body.views:
+        raise AvatarError("fit_gaussians needs at least one photo.")
+    if preset.gaussians < 1 or preset.gaussian_steps < 0:
+        raise AvatarError(f"Preset '{preset.name}' needs a positive Gaussian count.")
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    progress.update(0.0, "Placing Gaussians on the body")
+
+    gaussians = _Gaussians(body, preset.gaussians, rng, device)
+    triangles = gaussians.rig_tensors.triangles
+    adjacency = _mesh_adjacency(triangles, gaussians.posed_vertices.shape[0])
+    full = [_photo(view, preset.max_side, device) for view in body.views]
+    coarse = [_photo(view, min(COARSE_SIDE, preset.max_side), device) for view in body.views]
+
+    progress.update(0.02, "Looking up the Gaussians' colours in the photos")
+    vertex_normals = _vertex_normals(gaussians.posed_vertices, triangles)
+    observed = _observe(gaussians, full, coarse, vertex_normals)
+    seen = observed["gaussian_weights"] > 0
+    if not seen.any():
+        raise AvatarError("No photo shows the fitted body: check the cameras and the body fit.")
+
+    raw_lighting, lighting_residual = _estimate_lighting(
+        observed["vertex_colors"], observed["vertex_weights"], vertex_normals, adjacency,
+        steps=450, progress=progress, span=(0.05, 0.12),
+    )  # fmt: skip
+    capture, exposure = raw_lighting.normalised()
+    lighting_tensors = capture.tensors()
+
+    with torch.no_grad():
+        means, rotations, _ = gaussians.posed()
+        shading = capture.irradiance(_outward_normals(rotations)) / math.pi
+        albedo = (observed["gaussian_colors"] / shading.clamp_min(0.02)).clamp(0.01, 0.99)
+        albedo = _fill_from_seen(gaussians, albedo, seen, adjacency)
+        gaussians.albedo_logit = torch.logit(albedo)
+
+    steps = preset.gaussian_steps
+    parameters = gaussians.parameters()
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    rates = [0.02, 0.01, 0.02, 0.05, 0.03, 0.05]
+    optimiser = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(parameters, rates, strict=True)])
+    order: list[int] = []
+    for step in range(steps):
+        if not order:
+            order = torch.randperm(len(full), generator=generator).tolist()
+        photo = (coarse if step < COARSE_FRACTION * steps else full)[order.pop()]
+        optimiser.zero_grad()
+        loss = _step_loss(gaussians, photo, lighting_tensors)
+        loss.backward()
+        optimiser.step()
+        progress.update(
+            0.15 + 0.8 * (step + 1) / max(steps, 1), f"Fitting Gaussians: step {step + 1}/{steps}"
+        )
+
+    progress.update(0.96, "Filling what no photo saw")
+    avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body)
+    avatar.provenance["fit"] |= {
+        "seconds": round(time.monotonic() - started, 1),
+        "steps": steps,
+        "seen_fraction": round(float(seen.float().mean()), 4),
+        "lighting_residual": round(lighting_residual, 4),
+        "exposure": [round(float(value), 4) for value in exposure],
+    }
+    progress.update(1.0, "Gaussians fitted")
+    return avatar
+
+
+def _step_loss(gaussians: _Gaussians, photo: _Photo, lighting: LightingTensors) -> torch.Tensor:
+    """The photometric loss of one photo plus the regularisers (module docstring, stage 4)."""
+    means, rotations, scales = gaussians.posed()
+    normals = _outward_normals(rotations)
+    view_dirs = torch.nn.functional.normalize(photo.position - means, dim=1)
+    visibility = torch.sigmoid(gaussians.visibility_logit)
+    linear = _capture_colors(means, normals, view_dirs, gaussians.albedo(), visibility, lighting)
+    opacities = gaussians.opacities()
+    result = render(
+        means, rotations, scales, opacities, linear_to_srgb(linear), photo.viewmat, photo.intrinsics,
+        photo.width, photo.height, background=torch.zeros(3, device=means.device),
+    )  # fmt: skip
+    photometric = (1 - SSIM_WEIGHT) * (result.color - photo.target).abs().mean()
+    photometric = photometric + SSIM_WEIGHT * (1 - ssim(result.color, photo.target))
+    coverage = (result.alpha - photo.mask).abs().mean()
+
+    tangent = gaussians.tangent_log_scales
+    low, high = math.log(SCALE_BAND[0]), math.log(SCALE_BAND[1])
+    scale_band = (torch.relu(low - tangent) + torch.relu(tangent - high)).mean()
+    anisotropy = torch.relu((tangent[:, 0] - tangent[:, 1]).abs() - math.log(MAX_ANISOTROPY)).mean()
+    offsets = (gaussians.normal_offsets() / 0.01).square().mean()
+    binary_opacity = (opacities * (1 - opacities)).mean()
+    shadows = (1 - visibility).mean()
+    return (
+        photometric
+        + 0.5 * coverage
+        + 1.0 * (scale_band + anisotropy)
+        + 1e-3 * offsets
+        + 0.01 * binary_opacity
+        + 0.01 * shadows
+    )
+
+
+def _finish(
+    gaussians: _Gaussians,
+    seen: torch.Tensor,
+    adjacency: torch.Tensor,
+    capture: _CaptureLighting,
+    lighting: LightingTensors,
+    photos: list[_Photo],
+    body: BodyFit,
+) -> GaussianAvatar:
+    """The fitted avatar: unseen Gaussians filled, bounds enforced, the captured look in the SH."""
+    with torch.no_grad():
+        albedo = _fill_from_seen(gaussians, gaussians.albedo(), seen, adjacency).clamp(0, 1)
+        visibility = torch.where(seen, torch.sigmoid(gaussians.visibility_logit), 1.0)
+        tangent = gaussians.tangent_log_scales
+        tangent = tangent.clamp(math.log(SCALE_BAND[0]), math.log(SCALE_BAND[1]))
+        longest = tangent.max(dim=1, keepdim=True).values
+        gaussians.tangent_log_scales = torch.maximum(tangent, longest - math.log(MAX_ANISOTROPY))
+        means, rotations, scales = gaussians.posed()
+        normals = _outward_normals(rotations)
+        # The captured look is seen from every side: evaluate the shading facing the Gaussian.
+        linear = _capture_colors(means, normals, normals, albedo, visibility, lighting)
+        sh = ((linear_to_srgb(linear) - 0.5) / SH_C0)[:, None, :]
+        count = gaussians.triangle_ids.shape[0]
+        fit_psnrs = []
+        opacities = gaussians.opacities()
+        for photo in photos:
+            result = render(
+                means, rotations, scales, opacities, sh, photo.viewmat, photo.intrinsics,
+                photo.width, photo.height, sh_degree=0, background=torch.zeros(3, device=means.device),
+            )  # fmt: skip
+            fit_psnrs.append(psnr(result.color[0], photo.target[0], photo.mask[0, ..., 0] > 0.5))
+
+    def array(tensor: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(tensor.detach().cpu().numpy().astype(np.float32))
+
+    return GaussianAvatar(
+        rig=body.rig,
+        triangle_ids=array(gaussians.triangle_ids).astype(np.int32),
+        barycentrics=array(gaussians.barycentrics),
+        normal_offsets=array(gaussians.normal_offsets()),
+        rotations=array(gaussians.local_rotations()),
+        log_scales=array(gaussians.log_scales()),
+        opacities=array(opacities).clip(0, 1),
+        albedo=array(albedo),
+        roughness=np.full(count, ROUGHNESS, np.float32),
+        specular=np.full(count, SPECULAR, np.float32),
+        sh=array(sh),
+        provenance={
+            "source": "photos",
+            "capture": capture_to_json(
+                body.pose, np.asarray(body.expressions), list(body.rig.expression_names)
+            ),
+            "capture_lighting": lighting_to_json(capture.lighting()),
+            "fit": {"photo_psnr_db": [round(value, 2) for value in fit_psnrs]},
+        },
+    )
