@@ -2,7 +2,7 @@
 
 COLMAP (through pycolmap) matches features between the photos and recovers every photo's camera
 and a sparse cloud of points, up to an unknown similarity (scale, rotation, translation). Features
-are kept only on the person (the dilated person mask): in a turn-around ("the person turns, the
+are kept only on the person (inside the person mask): in a turn-around ("the person turns, the
 camera stays") a static background would otherwise dominate and give the camera's motion relative
 to the room, which is none; on the person alone the result is the camera's motion relative to the
 body, which is what fitting needs in both kinds of capture.
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import Similarity
 from ..preview import Camera
 from ..progress import Cancelled, Progress
 from ..sample import linear_to_srgb
@@ -45,11 +46,14 @@ MIN_POINTS = 50  # sparse points; fewer is a reconstruction held up by a handful
 MAX_REPROJECTION_ERROR_PX = 2.0
 MIN_BASELINE = 0.05  # spread of the camera centres relative to their distance to the points
 MASK_THRESHOLD = 0.5
-MASK_DILATION = 0.01  # of the image's longer side: keeps features on the silhouette's edge
+MASK_MARGIN = 0.004  # of the image's longer side: keypoints start this far inside the silhouette
+BACKGROUND_GREY = 0.5  # sRGB value the background is painted with
 CAMERA_MODEL = "SIMPLE_PINHOLE"
 # The person fills a small part of each photo, so pairs have fewer matches than COLMAP's defaults
 # (tuned for whole scenes) ask of the first pair; 50 inliers still fix an essential matrix well.
 INIT_MIN_INLIERS = 50
+REGISTER_MIN_INLIERS = 20  # 2D-3D matches to place a further photo (COLMAP: 30)
+RANSAC_MAX_ERROR = 0.004  # two-view epipolar tolerance, as a fraction of the longer side
 SEED = 0  # COLMAP's RANSAC and mapper are randomised; a fixed seed makes builds repeatable
 
 
@@ -80,18 +84,12 @@ class SfmCameras:
 
 @dataclass(frozen=True)
 class CameraAlignment:
-    """The similarity x_reference = scale * rotation @ x_sfm + translation, and how well it fits."""
+    """How the SfM frame maps onto a reference frame, and how well each shared photo agrees."""
 
-    scale: float
-    rotation: np.ndarray  # [3, 3]
-    translation: np.ndarray  # [3]
+    similarity: Similarity  # x_reference = scale * rotation @ x_sfm + translation
     rotation_errors_deg: dict[str, float]  # per shared photo: SfM camera rotation vs the reference
     centre_errors: dict[str, float]  # per shared photo: camera centre distance, reference units
     inliers: frozenset[str]  # the photos the similarity was fitted to
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """[N, 3] points carried from the SfM frame into the reference frame."""
-        return self.scale * np.asarray(points, np.float64) @ self.rotation.T + self.translation
 
 
 def structure_from_motion(
@@ -103,8 +101,9 @@ def structure_from_motion(
     """The photos' cameras from COLMAP, or None (with the reason logged) when there is no good result.
 
     `masks` maps each photo's source to its [H, W] person probability; features are kept only on
-    the dilated person. None keeps every pixel (for scenes without a person). `workdir` receives
-    the 8-bit sRGB images, masks and COLMAP's database under `workdir/sfm` (replaced on each call).
+    the person, and the background is painted grey. None keeps every pixel (for scenes without a
+    person). `workdir` receives the 8-bit sRGB images, masks and COLMAP's database under
+    `workdir/sfm` (replaced on each call).
     Scale and world frame of the result are arbitrary.
     """
     progress = progress or Progress()
@@ -129,10 +128,12 @@ def structure_from_motion(
     reader.camera_model = CAMERA_MODEL
     if masks is not None:
         reader.mask_path = str(folder / "masks")
-    # One camera per folder, and the photos are foldered by size: same-size photos share a focal.
+    # A body is curved and the photos are far apart in angle: affine-adapted, domain-size-pooled
+    # SIFT (COLMAP's advice for wide baselines) matches about twice as many features there.
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.estimate_affine_shape = True
     extraction.sift.domain_size_pooling = True
+    # One camera per folder, and the photos are foldered by size: same-size photos share a focal.
     pycolmap.extract_features(
         database, folder / "images", image_names=list(names), camera_mode=pycolmap.CameraMode.PER_FOLDER,
         reader_options=reader, extraction_options=extraction,
@@ -141,6 +142,9 @@ def structure_from_motion(
 
     verification = pycolmap.TwoViewGeometryOptions()
     verification.ransac.random_seed = SEED
+    # COLMAP's 4 px suits megapixel photos; on small ones it lets chance matches pass as inliers.
+    longer_side = max(max(photo.pixels.shape[:2]) for photo in photos)
+    verification.ransac.max_error = max(1.0, RANSAC_MAX_ERROR * longer_side)
     matching = pycolmap.FeatureMatchingOptions()
     matching.guided_matching = True
     pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification)
@@ -150,7 +154,9 @@ def structure_from_motion(
     options.min_model_size = MIN_PHOTOS
     options.random_seed = SEED
     options.mapper.init_min_num_inliers = INIT_MIN_INLIERS
-    options.mapper.abs_pose_min_num_inliers = 20
+    options.mapper.abs_pose_min_num_inliers = REGISTER_MIN_INLIERS
+    # Without 3D points to anchor it, COLMAP 4's fallback registration placed back views of a
+    # person onto the front ones in trials: a photo that cannot be placed properly stays out.
     options.structure_less_registration_fallback = False
     token = pycolmap.CancellationToken()
     registered = 0
@@ -199,23 +205,28 @@ def _write_inputs(
         # Sources can hold any characters ("clip.mp4#frame 3"); COLMAP gets plain names.
         name = f"{width}x{height}/{index:04d}.png"
         names[name] = photo.source
+        srgb = linear_to_srgb(photo.pixels)
+        if masks is not None:
+            if photo.source not in masks:
+                raise ValueError(f"No person mask for '{photo.source}'.")
+            person = np.clip(np.asarray(masks[photo.source], np.float32), 0.0, 1.0)
+            if person.shape != (height, width):
+                person = cv2.resize(person, (width, height), interpolation=cv2.INTER_LINEAR)
+            # A SIFT descriptor spans many pixels: near the silhouette it would describe the room
+            # behind as much as the person. Painting the room flat leaves only the person in it.
+            srgb = srgb * person[..., None] + BACKGROUND_GREY * (1 - person[..., None])
+            # Keypoints only inside the silhouette: on its edge they sit on no fixed point of the
+            # body (the outline slides over the body as it turns) and a static room would pin them.
+            radius = max(1, round(MASK_MARGIN * max(width, height)))
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+            keep = cv2.erode((person > MASK_THRESHOLD).astype(np.uint8), kernel)
+            # COLMAP's convention: the mask of images/a/b.png is masks/a/b.png.png; zero means ignore.
+            mask_path = folder / "masks" / f"{name}.png"
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(keep * 255).save(mask_path)
         image_path = folder / "images" / name
         image_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_to_bytes(linear_to_srgb(photo.pixels))).save(image_path)
-        if masks is None:
-            continue
-        if photo.source not in masks:
-            raise ValueError(f"No person mask for '{photo.source}'.")
-        person = np.asarray(masks[photo.source], np.float32)
-        if person.shape != (height, width):
-            person = cv2.resize(person, (width, height), interpolation=cv2.INTER_LINEAR)
-        radius = max(1, round(MASK_DILATION * max(width, height)))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        keep = cv2.dilate((person > MASK_THRESHOLD).astype(np.uint8), kernel)
-        # COLMAP's convention: the mask of images/a/b.png is masks/a/b.png.png; zero means ignore.
-        mask_path = folder / "masks" / f"{name}.png"
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(keep * 255).save(mask_path)
+        Image.fromarray(_to_bytes(srgb)).save(image_path)
     return names
 
 
@@ -320,9 +331,7 @@ def align_cameras(
             break
         inliers = refit
     return CameraAlignment(
-        scale=scale,
-        rotation=rotation,
-        translation=translation,
+        similarity=Similarity(scale=scale, rotation=rotation, translation=translation),
         rotation_errors_deg={
             source: float(error) for source, error in zip(shared, rotation_errors, strict=True)
         },
@@ -363,17 +372,17 @@ def _fit_similarity(
     return rotation, scale, translation
 
 
-def in_reference_frame(sfm: SfmCameras, alignment: CameraAlignment) -> SfmCameras:
-    """The SfM cameras and points carried into the reference frame by `alignment`."""
+def in_reference_frame(sfm: SfmCameras, similarity: Similarity) -> SfmCameras:
+    """The SfM cameras and points carried into the reference frame (`CameraAlignment.similarity`)."""
     cameras = {}
     for source, camera in sfm.cameras.items():
         viewmat = np.eye(4)
         # x_cam (reference units) = scale * (R_sfm x_sfm + t_sfm), with x_sfm = R^T (x_ref - t) / scale.
-        viewmat[:3, :3] = camera.viewmat[:3, :3] @ alignment.rotation.T
-        viewmat[:3, 3] = alignment.scale * camera.viewmat[:3, 3] - viewmat[:3, :3] @ alignment.translation
+        viewmat[:3, :3] = camera.viewmat[:3, :3] @ similarity.rotation.T
+        viewmat[:3, 3] = similarity.scale * camera.viewmat[:3, 3] - viewmat[:3, :3] @ similarity.translation
         cameras[source] = Camera(
             name=camera.name,
-            position=alignment.apply(camera.position[None])[0],
+            position=similarity.apply(camera.position[None])[0],
             viewmat=viewmat,
             intrinsics=camera.intrinsics,
             width=camera.width,
@@ -381,7 +390,7 @@ def in_reference_frame(sfm: SfmCameras, alignment: CameraAlignment) -> SfmCamera
         )
     return SfmCameras(
         cameras=cameras,
-        points=alignment.apply(sfm.points).astype(np.float32),
+        points=similarity.apply(sfm.points).astype(np.float32),
         point_colors=sfm.point_colors,
         photo_count=sfm.photo_count,
         reprojection_error_px=sfm.reprojection_error_px,
