@@ -101,6 +101,12 @@ def anny_rig(
 def load_anny_model() -> Any:
     """Anny's torch model with all 52 facial actions (slow on first use: it builds Anny's cache)."""
     anny_version()
+    try:  # Anny runs its skinning on NVIDIA Warp, which greets stdout on import; stdout is ours
+        import warp
+
+        warp.config.log_level = warp.LOG_WARNING
+    except ImportError:
+        pass
     import anny
 
     return anny.Anny(facial_actions="all")

@@ -440,7 +440,12 @@ def _initial_cameras(perceptions, rest_points, target_points, target_weights, fo
 
 
 def _use_sfm(sfm, perceptions, rotations, translations, log_focal, longest):
-    """Cameras from structure-from-motion, aligned to the body-relative guesses by a similarity."""
+    """Cameras from structure-from-motion, carried onto the body-relative guesses by a similarity.
+
+    The SfM cameras are consistent with each other; the guesses are independent but each roughly
+    right. Where SfM registered a photo its camera wins (mending a guess that picked the wrong
+    side of the body); the others keep their guess.
+    """
     import torch
 
     from .cameras import align_cameras
@@ -452,20 +457,27 @@ def _use_sfm(sfm, perceptions, rotations, translations, log_focal, longest):
         viewmat[:3, 3] = translations[view].numpy()
         reference[seen.source] = viewmat
     try:
-        aligned = align_cameras(sfm, reference)
-    except (AvatarError, ValueError, KeyError) as error:
+        alignment = align_cameras(sfm, reference)
+    except ValueError as error:
         logger.warning("Structure-from-motion cameras not used: %s", error)
         return rotations, translations, log_focal
+    if len(alignment.inliers) < max(3, len(alignment.rotation_errors_deg) // 2):
+        logger.warning("Structure-from-motion cameras not used: they disagree with the body's.")
+        return rotations, translations, log_focal
     new_r, new_t, new_f = rotations.clone(), translations.clone(), log_focal.clone()
+    turn = alignment.rotation.T
     for view, seen in enumerate(perceptions):
-        if seen.source in aligned.viewmats:
-            viewmat = aligned.viewmats[seen.source]
-            # Similarity-aligned world-to-camera matrices carry the scale in their rotation part.
-            block = viewmat[:3, :3]
-            scale = np.cbrt(np.linalg.det(block))
-            new_r[view] = torch.as_tensor(block / scale, dtype=torch.float32)
-            new_t[view] = torch.as_tensor(viewmat[:3, 3] / scale, dtype=torch.float32)
-            new_f[view] = math.log(aligned.focals[seen.source] / longest[view])
+        camera = sfm.cameras.get(seen.source)
+        if camera is None:
+            continue
+        # x_cam = R_k x_sfm + t_k with x_sfm = turn (x - t) / s; camera units scaled by s.
+        rotation = camera.viewmat[:3, :3] @ turn
+        new_r[view] = torch.as_tensor(rotation, dtype=torch.float32)
+        new_t[view] = torch.as_tensor(
+            -rotation @ alignment.translation + alignment.scale * camera.viewmat[:3, 3], dtype=torch.float32
+        )
+        new_f[view] = math.log(sfm.focal_px / longest[view])
+    logger.info("Cameras from structure-from-motion for %d photo(s)", len(sfm.cameras))
     return new_r, new_t, new_f
 
 

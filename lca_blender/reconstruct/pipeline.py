@@ -180,7 +180,7 @@ def _stage(report, stages: StageCache, name, progress, message, compute, save, l
     started = time.monotonic()
     progress.stage(name, message)
     cached = _load_stage(stages, name, load)
-    if cached is not None:
+    if cached is not _MISSING:
         report.stages[name] = {"cached": True, "seconds": round(time.monotonic() - started, 2)}
         progress.done(f"{name}: taken from the previous run")
         return cached
@@ -191,6 +191,9 @@ def _stage(report, stages: StageCache, name, progress, message, compute, save, l
     return result
 
 
+_MISSING = object()  # a stage with nothing cached (None is a valid result: no SfM cameras)
+
+
 def _load_stage(stages: StageCache, name: str, load):
     if name == "fit_gaussians":
         folder = stages.folder(name)
@@ -199,15 +202,15 @@ def _load_stage(stages: StageCache, name: str, load):
                 return read_avatar(folder / "avatar.lca")
             except AvatarError as error:
                 logger.warning("Ignoring the cached avatar (%s); fitting again.", error)
-        return None
+        return _MISSING
     loaded = stages.load(name)
     if loaded is None:
-        return None
+        return _MISSING
     try:
         return load(*loaded)
     except (KeyError, IndexError, ValueError, TypeError, AvatarError) as error:
         logger.warning("Ignoring the cached %s stage (%s); redoing it.", name, error)
-        return None
+        return _MISSING
 
 
 def _save_stage(stages: StageCache, name: str, result, save) -> None:
@@ -237,10 +240,9 @@ def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], stages:
     used = [by_source[seen.source] for seen in perceptions]
     if len(used) < 3:
         return None
+    masks = {seen.source: seen.mask for seen in perceptions}
     with tempfile.TemporaryDirectory(prefix="lca-sfm-") as workdir:
-        return structure_from_motion(
-            used, [seen.mask for seen in perceptions], Path(workdir), progress=progress
-        )
+        return structure_from_motion(used, masks, Path(workdir), progress=progress)
 
 
 def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed) -> BodyFit:
@@ -313,7 +315,14 @@ def _load_perceive(meta, arrays) -> PerceiveResult:
 def _save_cameras(sfm):
     if sfm is None:
         return {"sfm": None}, {}
-    return {"sfm": sfm.to_json()}, {}
+    meta = {
+        "sfm": {
+            "photo_count": sfm.photo_count,
+            "reprojection_error_px": sfm.reprojection_error_px,
+            "cameras": [_camera_json(camera) | {"source": source} for source, camera in sfm.cameras.items()],
+        }
+    }
+    return meta, {"points": sfm.points, "point_colors": sfm.point_colors}
 
 
 def _load_cameras(meta, arrays):
@@ -321,23 +330,38 @@ def _load_cameras(meta, arrays):
         return None
     from .cameras import SfmCameras
 
-    return SfmCameras.from_json(meta["sfm"])
+    data = meta["sfm"]
+    return SfmCameras(
+        cameras={item["source"]: _camera_from_json(item) for item in data["cameras"]},
+        points=arrays["points"],
+        point_colors=arrays["point_colors"],
+        photo_count=int(data["photo_count"]),
+        reprojection_error_px=float(data["reprojection_error_px"]),
+    )
+
+
+def _camera_json(camera: Camera) -> dict[str, Any]:
+    return {
+        "name": camera.name,
+        "viewmat": np.asarray(camera.viewmat).tolist(),
+        "intrinsics": np.asarray(camera.intrinsics).tolist(),
+        "width": int(camera.width),
+        "height": int(camera.height),
+    }
+
+
+def _camera_from_json(item: dict[str, Any]) -> Camera:
+    viewmat = np.asarray(item["viewmat"], np.float64).reshape(4, 4)
+    position = -viewmat[:3, :3].T @ viewmat[:3, 3]
+    intrinsics = np.asarray(item["intrinsics"], np.float64).reshape(3, 3)
+    return Camera(item["name"], position, viewmat, intrinsics, int(item["width"]), int(item["height"]))
 
 
 def _save_body(body: BodyFit):
     meta = {
         "phenotype": body.rig.body_parameters["phenotype"],
         "capture": capture_to_json(body.pose, body.expressions, body.rig.expression_names),
-        "cameras": [
-            {
-                "source": view.source,
-                "viewmat": view.camera.viewmat.tolist(),
-                "intrinsics": view.camera.intrinsics.tolist(),
-                "width": view.camera.width,
-                "height": view.camera.height,
-            }
-            for view in body.views
-        ],
+        "cameras": [_camera_json(view.camera) | {"source": view.source} for view in body.views],
         "report": body.report,
     }
     return meta, {}
@@ -352,9 +376,6 @@ def _load_body(meta, photos: Sequence[Photo], perceptions: Sequence[Perception])
     masks = {seen.source: seen.mask for seen in perceptions}
     views = []
     for item in meta["cameras"]:
-        viewmat = np.asarray(item["viewmat"], np.float64)
-        position = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        camera = Camera(item["source"], position, viewmat, np.asarray(item["intrinsics"], np.float64),
-                        int(item["width"]), int(item["height"]))  # fmt: skip
+        camera = _camera_from_json(item)
         views.append(View(item["source"], pixels[item["source"]], masks[item["source"]], camera))
     return BodyFit(rig=rig, pose=pose, expressions=expressions, views=views, report=dict(meta["report"]))
