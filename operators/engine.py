@@ -25,6 +25,9 @@ ADDON_PACKAGE = __package__.rpartition(".")[0]
 ADDON_ROOT = Path(__file__).resolve().parents[1]
 # The engine pins torch: an unpinned torch would pull several GB of CUDA wheels on CPU machines.
 TORCH_REQUIREMENT = "torch==2.13.0"
+# The last MediaPipe that bundles its Holistic models; it declares numpy<2 but runs with numpy 2,
+# so it goes in alone, as scripts/setup_engine_env.sh does (its real needs are in [engine]).
+MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 POLL_INTERVAL_S = 0.1  # how often a running job is read while Blender waits for it
 
@@ -215,6 +218,7 @@ def install_steps(venv: Path, device: str = "AUTO", source: Path = ADDON_ROOT) -
         InstallStep("Creating the environment", [sys.executable, "-m", "venv", str(venv)]),
         InstallStep("Installing torch", [*pip, *torch_source, TORCH_REQUIREMENT]),
         InstallStep("Installing the engine", [*pip, package]),
+        InstallStep("Installing MediaPipe", [*pip, "--no-deps", MEDIAPIPE_REQUIREMENT]),
     ]
 
 

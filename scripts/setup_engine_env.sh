@@ -9,7 +9,7 @@ venv="$repo_root/.venv"
 python_bin="${PYTHON:-python3.11}"
 stamp="$venv/.lca-setup-$(sha256sum "$repo_root/pyproject.toml" | cut -c1-16)"
 
-if [[ -f "$stamp" ]] && "$venv/bin/python" -c "import torch, anny, mediapipe, lca_blender" >/dev/null 2>&1; then
+if [[ -f "$stamp" ]] && "$venv/bin/python" -c "import torch, anny, mediapipe, pycolmap, lca_blender" >/dev/null 2>&1; then
     exit 0
 fi
 if ! command -v "$python_bin" >/dev/null 2>&1; then

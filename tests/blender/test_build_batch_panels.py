@@ -454,6 +454,7 @@ def test_install_engine_commands(ext, tmp_path: Path) -> None:
         [python, "-m", "pip", "install", "--disable-pip-version-check", "--index-url",
          "https://download.pytorch.org/whl/cpu", "torch==2.13.0"],
         [python, "-m", "pip", "install", "--disable-pip-version-check", "lca-avatars[engine]==0.1.0"],
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "mediapipe==0.10.21"],
     ]  # fmt: skip
     # From a checkout, the engine is installed from the checkout itself.
     from_checkout = ext.engine.install_steps(venv, "AUTO", source=REPO_ROOT)
