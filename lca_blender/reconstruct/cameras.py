@@ -12,7 +12,9 @@ plain clothes or a degenerate capture give no usable result, and the caller fall
 per-photo cameras the body fitter estimates. `structure_from_motion` says so by returning None
 with a logged reason; it never raises on unhelpful photos. When it succeeds, `align_cameras`
 finds the similarity that carries its cameras onto the fitter's (robust to a few wrong ones), and
-`in_reference_frame` expresses them in the body's world frame.
+`in_reference_frame` expresses them in the body's world frame. Clothes that look the same from
+every side (horizontal stripes) can fold the back views onto the front ones in SfM; the
+alignment reports those photos as outliers rather than trusting them.
 
 The camera model is SIMPLE_PINHOLE (one focal length, principal point at the centre): the renderer
 is a pinhole, features lie on the person near the image centre where radial distortion is too
@@ -54,7 +56,7 @@ CAMERA_MODEL = "SIMPLE_PINHOLE"
 INIT_MIN_INLIERS = 50
 REGISTER_MIN_INLIERS = 20  # 2D-3D matches to place a further photo (COLMAP: 30)
 RANSAC_MAX_ERROR = 0.004  # two-view epipolar tolerance, as a fraction of the longer side
-SEED = 0  # COLMAP's RANSAC and mapper are randomised; a fixed seed makes builds repeatable
+SEED = 0  # COLMAP's RANSAC and mapper are randomised; fixed, runs differ only by thread timing
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,18 @@ class CameraAlignment:
     rotation_errors_deg: dict[str, float]  # per shared photo: SfM camera rotation vs the reference
     centre_errors: dict[str, float]  # per shared photo: camera centre distance, reference units
     inliers: frozenset[str]  # the photos the similarity was fitted to
+
+    @property
+    def scale(self) -> float:
+        return self.similarity.scale
+
+    @property
+    def rotation(self) -> np.ndarray:
+        return self.similarity.rotation
+
+    @property
+    def translation(self) -> np.ndarray:
+        return self.similarity.translation
 
 
 def structure_from_motion(
@@ -128,11 +142,11 @@ def structure_from_motion(
     reader.camera_model = CAMERA_MODEL
     if masks is not None:
         reader.mask_path = str(folder / "masks")
-    # A body is curved and the photos are far apart in angle: affine-adapted, domain-size-pooled
-    # SIFT (COLMAP's advice for wide baselines) matches about twice as many features there.
+    # A body is curved and the photos are far apart in angle: affine-adapted SIFT (COLMAP's advice
+    # for wide baselines) placed more photos in trials. Domain-size pooling, the other half of
+    # that advice, doubled the extraction time and placed no more, so it stays off.
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.estimate_affine_shape = True
-    extraction.sift.domain_size_pooling = True
     # One camera per folder, and the photos are foldered by size: same-size photos share a focal.
     pycolmap.extract_features(
         database, folder / "images", image_names=list(names), camera_mode=pycolmap.CameraMode.PER_FOLDER,
@@ -155,8 +169,8 @@ def structure_from_motion(
     options.random_seed = SEED
     options.mapper.init_min_num_inliers = INIT_MIN_INLIERS
     options.mapper.abs_pose_min_num_inliers = REGISTER_MIN_INLIERS
-    # Without 3D points to anchor it, COLMAP 4's fallback registration placed back views of a
-    # person onto the front ones in trials: a photo that cannot be placed properly stays out.
+    # COLMAP 4 can place a photo that sees too few reconstructed points from its two-view
+    # geometry alone; such a placement is a guess the fitter would then trust, so leave it out.
     options.structure_less_registration_fallback = False
     token = pycolmap.CancellationToken()
     registered = 0

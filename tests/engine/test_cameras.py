@@ -11,7 +11,7 @@ import pytest
 from lca_blender.metrics import Similarity
 from lca_blender.preview import Camera, look_at
 from lca_blender.progress import Cancelled, Progress
-from lca_blender.reconstruct.cameras import SfmCameras, align_cameras, in_reference_frame
+from lca_blender.reconstruct.cameras import SfmCameras, _unusable, align_cameras, in_reference_frame
 from lca_blender.reconstruct.ingest import Photo, srgb_to_linear
 
 SIZE = 320
@@ -115,6 +115,28 @@ def test_alignment_needs_three_shared_photos():
     sfm = _sfm(_ring_cameras(5))
     with pytest.raises(ValueError, match="at least 3"):
         align_cameras(sfm, {source: sfm.cameras[source].viewmat for source in ["photo 0", "photo 1"]})
+
+
+def test_degenerate_reconstructions_are_refused():
+    assert _unusable(_sfm(_ring_cameras(8))) is None
+    assert "3 of 8 photos" in _unusable(dataclasses.replace(_sfm(_ring_cameras(3)), photo_count=8))
+    few_points = _sfm(_ring_cameras(8))
+    assert "points" in _unusable(dataclasses.replace(few_points, points=few_points.points[:10]))
+    assert "reprojection" in _unusable(dataclasses.replace(few_points, reprojection_error_px=5.0))
+    # Every camera at the same place, turning on the spot: nothing to triangulate from.
+    spinning = {
+        source: dataclasses.replace(
+            camera, position=np.zeros(3), viewmat=_with_centre(camera.viewmat, np.zeros(3))
+        )
+        for source, camera in _ring_cameras(8).items()
+    }
+    assert "barely moved" in _unusable(dataclasses.replace(few_points, cameras=spinning))
+
+
+def _with_centre(viewmat: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    moved = viewmat.copy()
+    moved[:3, 3] = -moved[:3, :3] @ centre
+    return moved
 
 
 # Structure-from-motion on rendered photos.
