@@ -132,7 +132,21 @@ def structure_from_motion(
         logger.warning("Structure-from-motion skipped: pycolmap is not installed.")
         return None
 
-    folder = Path(workdir) / "sfm"
+    # COLMAP logs every step of every photo at INFO; its warnings and errors are worth keeping.
+    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, pycolmap.logging.WARNING
+    try:
+        return _structure_from_motion(pycolmap, photos, masks, Path(workdir) / "sfm", progress)
+    finally:
+        pycolmap.logging.minloglevel = quiet
+
+
+def _structure_from_motion(
+    pycolmap,
+    photos: Sequence[Photo],
+    masks: Mapping[str, np.ndarray] | None,
+    folder: Path,
+    progress: Progress,
+) -> SfmCameras | None:
     shutil.rmtree(folder, ignore_errors=True)
     names = _write_inputs(photos, masks, folder)
     progress.update(0.05, "Wrote the photos for structure-from-motion")
