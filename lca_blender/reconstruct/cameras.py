@@ -198,11 +198,14 @@ def _structure_from_motion(
         except Cancelled:
             token.cancel()
 
-    models = pycolmap.incremental_mapping(
-        database, folder / "images", folder / "sparse", options=options,
-        next_image_callback=next_image, cancellation_token=token,
-    )  # fmt: skip
-    progress.check_cancelled()
+    try:
+        models = pycolmap.incremental_mapping(
+            database, folder / "images", folder / "sparse", options=options,
+            next_image_callback=next_image, cancellation_token=token,
+        )  # fmt: skip
+    except InterruptedError:  # how pycolmap answers a cancelled token
+        progress.check_cancelled()
+        raise
     if not models:
         logger.info("Structure-from-motion found no reconstruction: the photos share too few features.")
         return None

@@ -235,11 +235,25 @@ def test_sfm_gives_up_on_a_blank_wall(tmp_path):
     assert structure_from_motion(photos, None, tmp_path) is None
 
 
-def test_sfm_stops_when_cancelled(turnaround, tmp_path):
+class _CancelAt(Progress):
+    """Asks to stop once the work has passed a fraction (as a user pressing Esc would)."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__()
+        self.fraction = fraction
+        self.seen: list[float] = []
+
+    def _show(self, fraction: float, message: str, eta: float | None) -> None:
+        self.seen.append(fraction)
+        self.cancel_requested = fraction > self.fraction
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.56], ids=["before COLMAP", "while placing photos"])
+def test_sfm_stops_when_cancelled(turnaround, tmp_path, fraction):
     from lca_blender.reconstruct.cameras import structure_from_motion
 
     photos, masks, _, _ = turnaround
-    progress = Progress()
-    progress.cancel_requested = True
+    progress = _CancelAt(fraction)
     with pytest.raises(Cancelled):
-        structure_from_motion(photos[:4], masks, tmp_path, progress)
+        structure_from_motion(photos[:8], masks, tmp_path, progress)
+    assert max(progress.seen) < 0.7  # COLMAP stopped soon after the request
