@@ -56,6 +56,8 @@ CAMERA_MODEL = "SIMPLE_PINHOLE"
 INIT_MIN_INLIERS = 50
 REGISTER_MIN_INLIERS = 20  # 2D-3D matches to place a further photo (COLMAP: 30)
 RANSAC_MAX_ERROR = 0.004  # two-view epipolar tolerance, as a fraction of the longer side
+EXHAUSTIVE_MAX_PHOTOS = 40  # every pair is matched up to here; pairs grow with the square of the count
+SEQUENTIAL_OVERLAP = 10  # beyond it, each photo is matched with this many that follow it (and more)
 SEED = 0  # COLMAP's RANSAC and mapper are randomised; fixed, runs differ only by thread timing
 
 
@@ -175,7 +177,18 @@ def _structure_from_motion(
     verification.ransac.max_error = max(1.0, RANSAC_MAX_ERROR * longer_side)
     matching = pycolmap.FeatureMatchingOptions()
     matching.guided_matching = True
-    pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification)
+    if len(photos) <= EXHAUSTIVE_MAX_PHOTOS:
+        pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification)
+    else:
+        pairs_path = folder / "pairs.txt"
+        pairs_path.write_text(
+            "".join(f"{first} {second}\n" for first, second in _neighbour_pairs(list(names)))
+        )
+        pairing = pycolmap.ImportedPairingOptions()
+        pairing.match_list_path = str(pairs_path)
+        pycolmap.match_image_pairs(
+            database, matching_options=matching, pairing_options=pairing, verification_options=verification
+        )
     progress.update(0.55, "Matched features between the photos")
 
     options = pycolmap.IncrementalPipelineOptions()
@@ -221,6 +234,22 @@ def _structure_from_motion(
         result.registered, len(photos), len(result.points), result.reprojection_error_px, result.focal_px,
     )  # fmt: skip
     return result
+
+
+def _neighbour_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs for many photos, taken as a video's frames in order: each with the next few and with
+    those 2, 4, 8, ... further on, wrapping round so that a full turn closes its loop (COLMAP's own
+    sequential matcher does not wrap, and the cameras drifted ~4 degrees round a turn without it).
+    """
+    count = len(names)
+    steps = set(range(1, SEQUENTIAL_OVERLAP + 1)) | {2**power for power in range(count.bit_length())}
+    pairs = {
+        tuple(sorted((names[index], names[(index + step) % count])))
+        for index in range(count)
+        for step in steps
+        if step < count
+    }
+    return sorted(pairs)
 
 
 def _write_inputs(

@@ -216,6 +216,35 @@ def test_sfm_recovers_the_orbit(turnaround, sfm_result):
     assert np.quantile(nearest, 0.9) < 0.03
 
 
+def test_neighbour_pairs_wrap_round_a_turn(monkeypatch):
+    from lca_blender.reconstruct import cameras
+
+    monkeypatch.setattr(cameras, "SEQUENTIAL_OVERLAP", 2)
+    names = [f"{index}" for index in range(10)]
+    pairs = cameras._neighbour_pairs(names)
+    steps = {min((int(b) - int(a)) % 10, (int(a) - int(b)) % 10) for a, b in pairs}
+    assert steps == {1, 2, 4}  # the next two, and 4 and 8 (= 2 the other way) further on
+    assert ("0", "9") in pairs and len(pairs) == len(set(pairs)) == 30
+
+
+def test_sfm_on_many_frames_matches_neighbours(turnaround, tmp_path, monkeypatch):
+    import pycolmap
+
+    from lca_blender.reconstruct import cameras
+
+    def exhaustive(*args, **kwargs):
+        raise AssertionError("matched every pair of a long sequence")
+
+    monkeypatch.setattr(cameras, "EXHAUSTIVE_MAX_PHOTOS", 10)
+    monkeypatch.setattr(cameras, "SEQUENTIAL_OVERLAP", 3)
+    monkeypatch.setattr(pycolmap, "match_exhaustive", exhaustive)
+    photos, masks, truth, _ = turnaround
+    sfm = cameras.structure_from_motion(photos, masks, tmp_path)
+    assert sfm is not None and sfm.registered >= VIEWS - 2
+    alignment = align_cameras(sfm, {name: camera.viewmat for name, camera in truth.items()})
+    assert max(alignment.rotation_errors_deg.values()) < 3.0
+
+
 def test_sfm_gives_up_on_too_few_photos(turnaround, tmp_path):
     from lca_blender.reconstruct.cameras import structure_from_motion
 
