@@ -8,20 +8,23 @@ Engine only (torch). The stages, in order:
 2. **Observation**: each Gaussian and each mesh vertex is projected into every photo, with a depth
    test against a depth image rendered from the initial Gaussians and a facing test; its colour is
    the facing-weighted mean of the photos' linear pixels where it is seen.
-3. **Capture lighting** (on the mesh vertices, a few thousand cheap steps): the photos' lighting
-   as L2 spherical-harmonic ambient plus one sun, estimated jointly with a per-vertex albedo under
-   a Retinex prior: the shading model explains the colour changes that follow the surface normal,
-   while the albedo is piecewise constant over the mesh (total variation of log albedo on the
-   mesh edges). Exposure: photos are taken to be well exposed, so the lighting is scaled, per
-   channel, until a white Lambertian surface facing the brightest direction of the estimated
-   lighting has radiance exactly 1.0 (this also white-balances to that direction).
+3. **Capture lighting** (on the mesh vertices, a few hundred cheap steps): the photos' lighting
+   as L2 spherical-harmonic ambient plus one sun, estimated jointly with albedo under a Retinex
+   prior: white-ish light changes a surface's brightness, not its chromaticity, so the seen
+   vertices are clustered by chromaticity into connected patches of one albedo each, and the
+   shading model must explain the brightness changes that follow the normal within a patch.
+   Exposure: photos are taken to be well exposed, so the lighting is scaled, per channel, until a
+   white Lambertian surface facing the brightest direction of the estimated lighting has radiance
+   exactly 1.0 (which also white-balances the photos to that direction). Albedo starts as the
+   observed colour over the shading.
 4. **Optimisation** with the differentiable renderer against the masked photos, one photo per
    step, at half size first and then full size: L1 + SSIM on display-encoded colour plus alpha
    against the mask. A Gaussian's linear colour is the shading model of `shading.py` (albedo under
    the capture lighting, with fixed roughness and specular) with a per-Gaussian sun visibility in
    [0, 1] for cast shadows, pulled towards 1. Regularisers keep the avatar clean to animate:
    normal offsets small (bounded by `MAX_NORMAL_OFFSET`), tangent scales within a band around
-   the sampling spacing and at most `MAX_ANISOTROPY` to 1, opacities pushed to 0 or 1.
+   the sampling spacing and at most `MAX_ANISOTROPY` to 1, opacities pushed to 0 or 1. The
+   lighting stays fixed here: with a free albedo per Gaussian the photos cannot tell them apart.
 5. **Fill**: Gaussians no photo saw take the albedo of the nearest seen surface (a grass-fire fill
    over the mesh edges), so an avatar built from one front photo still has a plausible back.
 
@@ -278,7 +281,7 @@ def _estimate_lighting(
             # The ambient found so far points at the light: put a sun there worth the ambient's
             # directional part, keep half of that in the ambient, and fit both.
             with torch.no_grad():
-                lighting = _CaptureLighting(ambient, sun_towards.detach(), torch.zeros(3))
+                lighting = _CaptureLighting(ambient, sun_towards.detach(), torch.zeros(3, device=device))
                 brightest = lighting.brightest_direction()
                 sun_towards.copy_(brightest)
                 spread = lighting.irradiance(torch.stack([brightest, -brightest]))
@@ -443,7 +446,11 @@ def _capture_colors(
 
 
 def _observe(
-    gaussians: _Gaussians, photos: list[_Photo], depth_photos: list[_Photo], vertex_normals: torch.Tensor
+    gaussians: _Gaussians,
+    photos: list[_Photo],
+    depth_photos: list[_Photo],
+    vertex_normals: torch.Tensor,
+    progress: Progress,
 ) -> dict[str, torch.Tensor]:
     """Facing-weighted mean linear colours of the Gaussians [N, 3] and vertices [V, 3] where the
     photos see them, with their weights (0 = never seen)."""
@@ -455,7 +462,10 @@ def _observe(
         points = {"gaussian": (means, normals), "vertex": (vertices, vertex_normals)}
         sums = {name: torch.zeros(p.shape[0], 3, device=p.device) for name, (p, _) in points.items()}
         weights = {name: torch.zeros(p.shape[0], device=p.device) for name, (p, _) in points.items()}
-        for photo, small in zip(photos, depth_photos, strict=True):
+        for index, (photo, small) in enumerate(zip(photos, depth_photos, strict=True)):
+            progress.update(
+                0.02 + 0.03 * index / len(photos), "Looking up the Gaussians' colours in the photos"
+            )
             depth = render(
                 means, rotations, scales, ones, ones[:, None], small.viewmat, small.intrinsics,
                 small.width, small.height,
@@ -526,7 +536,7 @@ def fit_gaussians(
     if not body.views:
         raise AvatarError("fit_gaussians needs at least one photo.")
     if preset.gaussians < 1 or preset.gaussian_steps < 0:
-        raise AvatarError(f"Preset '{preset.name}' needs a positive Gaussian count.")
+        raise AvatarError(f"Preset '{preset.name}' needs at least one Gaussian and no negative step count.")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     progress.update(0.0, "Placing Gaussians on the body")
@@ -539,7 +549,7 @@ def fit_gaussians(
 
     progress.update(0.02, "Looking up the Gaussians' colours in the photos")
     vertex_normals = _vertex_normals(gaussians.posed_vertices, triangles)
-    observed = _observe(gaussians, full, coarse, vertex_normals)
+    observed = _observe(gaussians, full, coarse, vertex_normals, progress)
     seen = observed["gaussian_weights"] > 0
     if not seen.any():
         raise AvatarError("No photo shows the fitted body: check the cameras and the body fit.")
@@ -578,7 +588,7 @@ def fit_gaussians(
         )
 
     progress.update(0.96, "Filling what no photo saw")
-    avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body)
+    avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
     avatar.provenance["fit"] |= {
         "seconds": round(time.monotonic() - started, 1),
         "steps": steps,
@@ -598,9 +608,13 @@ def _step_loss(gaussians: _Gaussians, photo: _Photo, lighting: LightingTensors) 
     visibility = torch.sigmoid(gaussians.visibility_logit)
     linear = _capture_colors(means, normals, view_dirs, gaussians.albedo(), visibility, lighting)
     opacities = gaussians.opacities()
+    # Discs facing away from the camera lie behind the body's near side: leaving them out halves
+    # the rasterizer's work and changes no pixel (the margin keeps grazing discs at silhouettes).
+    front = ((normals * view_dirs).sum(1) > -0.3).nonzero().squeeze(1)
     result = render(
-        means, rotations, scales, opacities, linear_to_srgb(linear), photo.viewmat, photo.intrinsics,
-        photo.width, photo.height, background=torch.zeros(3, device=means.device),
+        means[front], rotations[front], scales[front], opacities[front], linear_to_srgb(linear[front]),
+        photo.viewmat, photo.intrinsics, photo.width, photo.height,
+        background=torch.zeros(3, device=means.device),
     )  # fmt: skip
     photometric = (1 - SSIM_WEIGHT) * (result.color - photo.target).abs().mean()
     photometric = photometric + SSIM_WEIGHT * (1 - ssim(result.color, photo.target))
@@ -631,6 +645,7 @@ def _finish(
     lighting: LightingTensors,
     photos: list[_Photo],
     body: BodyFit,
+    progress: Progress,
 ) -> GaussianAvatar:
     """The fitted avatar: unseen Gaussians filled, bounds enforced, the captured look in the SH."""
     with torch.no_grad():
@@ -648,7 +663,8 @@ def _finish(
         count = gaussians.triangle_ids.shape[0]
         fit_psnrs = []
         opacities = gaussians.opacities()
-        for photo in photos:
+        for index, photo in enumerate(photos):
+            progress.update(0.96 + 0.04 * index / len(photos), "Scoring the fit against the photos")
             result = render(
                 means, rotations, scales, opacities, sh, photo.viewmat, photo.intrinsics,
                 photo.width, photo.height, sh_degree=0, background=torch.zeros(3, device=means.device),
