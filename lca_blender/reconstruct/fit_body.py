@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 PHENOTYPE = ("gender", "age", "muscle", "weight", "height", "proportions")
 DEFAULT_FOCAL = 1.4  # focal length in units of the image's longer side (a 50 mm lens on full frame)
 HYPOTHESES = 12  # camera directions tried round the body for each photo
+SFM_AGREEMENT_DEG = 15.0  # SfM is used when most photos' guesses agree with it this well (median)
 
 # MediaPipe Pose landmarks -> Anny bone heads.
 BODY_JOINTS = {
@@ -294,8 +295,9 @@ def fit_body(
     camera_rotations, camera_translations = _initial_cameras(
         perceptions, rest_points, target_points, target_weights, torch.exp(log_focal), body
     )
+    sfm_photos = 0
     if sfm is not None:
-        camera_rotations, camera_translations, log_focal = _use_sfm(
+        camera_rotations, camera_translations, log_focal, sfm_photos = _use_sfm(
             sfm, perceptions, camera_rotations, camera_translations, log_focal, longest
         )
     camera_rotvecs = torch.zeros(view_count, 3, requires_grad=True)
@@ -373,7 +375,7 @@ def fit_body(
     report.update(
         phenotype={name: round(value, 3) for name, value in phenotype.items()},
         jawOpen=round(jaw, 3),
-        cameras="structure-from-motion" if sfm is not None else "body-relative",
+        cameras=f"structure-from-motion for {sfm_photos} photo(s)" if sfm_photos else "body-relative",
     )
     progress.update(1.0, f"body fitted: landmark error {report['landmark_error_px_median']} px")
     return BodyFit(rig=rig, pose=pose, expressions=expressions, views=views, report=report)
@@ -442,13 +444,14 @@ def _initial_cameras(perceptions, rest_points, target_points, target_weights, fo
 def _use_sfm(sfm, perceptions, rotations, translations, log_focal, longest):
     """Cameras from structure-from-motion, carried onto the body-relative guesses by a similarity.
 
-    The SfM cameras are consistent with each other; the guesses are independent but each roughly
-    right. Where SfM registered a photo its camera wins (mending a guess that picked the wrong
-    side of the body); the others keep their guess.
+    SfM cameras are consistent with each other, the guesses independent but each roughly right.
+    SfM is trusted only when most photos agree with it (a wrong SfM model, e.g. back views folded
+    onto front ones by a repeating pattern, disagrees with many guesses); then its cameras and focal
+    length replace the guesses of the photos that agree, and the others keep their guess.
     """
     import torch
 
-    from .cameras import align_cameras
+    from .cameras import align_cameras, in_reference_frame
 
     reference = {}
     for view, seen in enumerate(perceptions):
@@ -460,25 +463,24 @@ def _use_sfm(sfm, perceptions, rotations, translations, log_focal, longest):
         alignment = align_cameras(sfm, reference)
     except ValueError as error:
         logger.warning("Structure-from-motion cameras not used: %s", error)
-        return rotations, translations, log_focal
-    if len(alignment.inliers) < max(3, len(alignment.rotation_errors_deg) // 2):
+        return rotations, translations, log_focal, 0
+    agreement = np.median([alignment.rotation_errors_deg[source] for source in alignment.inliers])
+    if agreement > SFM_AGREEMENT_DEG or len(alignment.inliers) < max(
+        3, math.ceil(2 * len(alignment.rotation_errors_deg) / 3)
+    ):
         logger.warning("Structure-from-motion cameras not used: they disagree with the body's.")
-        return rotations, translations, log_focal
+        return rotations, translations, log_focal, 0
+    aligned = in_reference_frame(sfm, alignment.similarity)
     new_r, new_t, new_f = rotations.clone(), translations.clone(), log_focal.clone()
-    turn = alignment.rotation.T
     for view, seen in enumerate(perceptions):
-        camera = sfm.cameras.get(seen.source)
-        if camera is None:
+        if seen.source not in alignment.inliers:
             continue
-        # x_cam = R_k x_sfm + t_k with x_sfm = turn (x - t) / s; camera units scaled by s.
-        rotation = camera.viewmat[:3, :3] @ turn
-        new_r[view] = torch.as_tensor(rotation, dtype=torch.float32)
-        new_t[view] = torch.as_tensor(
-            -rotation @ alignment.translation + alignment.scale * camera.viewmat[:3, 3], dtype=torch.float32
-        )
+        viewmat = aligned.cameras[seen.source].viewmat
+        new_r[view] = torch.as_tensor(viewmat[:3, :3], dtype=torch.float32)
+        new_t[view] = torch.as_tensor(viewmat[:3, 3], dtype=torch.float32)
         new_f[view] = math.log(sfm.focal_px / longest[view])
-    logger.info("Cameras from structure-from-motion for %d photo(s)", len(sfm.cameras))
-    return new_r, new_t, new_f
+    logger.info("Cameras from structure-from-motion for %d photo(s)", len(alignment.inliers))
+    return new_r, new_t, new_f, len(alignment.inliers)
 
 
 def _pose_on_rig(rig: Rig, output):

@@ -9,12 +9,15 @@ atomically: a cancelled build leaves no partial `.lca`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -241,8 +244,29 @@ def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], stages:
     if len(used) < 3:
         return None
     masks = {seen.source: seen.mask for seen in perceptions}
+    with _own_signal_handlers():
+        try:
+            import pycolmap  # noqa: F401  (loaded here: its glog installs crash handlers on import)
+        except ImportError:
+            pass
     with tempfile.TemporaryDirectory(prefix="lca-sfm-") as workdir:
         return structure_from_motion(used, masks, Path(workdir), progress=progress)
+
+
+@contextlib.contextmanager
+def _own_signal_handlers():
+    """Keep Python's SIGTERM/SIGINT handlers: COLMAP's glog installs crash handlers on load, which
+    would turn a cancel (SIGTERM from the add-on) into a stack trace instead of a clean stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed) -> BodyFit:

@@ -7,7 +7,12 @@ people are what MediaPipe was trained on; a rendered, textured body is found as 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from lca_blender.avatar import Pose  # noqa: E402
 from lca_blender.bodies.anny_body import anny_rig  # noqa: E402
 from lca_blender.cli import main  # noqa: E402
 from lca_blender.deform import forward_kinematics, pose_avatar  # noqa: E402
+from lca_blender.formats.lca import read_avatar  # noqa: E402
 from lca_blender.metrics import umeyama_similarity  # noqa: E402
 from lca_blender.preview import framed_cameras, render_views, view_azimuths  # noqa: E402
 from lca_blender.reconstruct import pipeline  # noqa: E402
@@ -173,3 +179,36 @@ def test_stages_are_cached_and_the_body_fits(photo_folder, tmp_path, isolated_ca
     aligned = umeyama_similarity(fitted[rows], truth[rows]).apply(fitted[rows])
     errors = np.linalg.norm(aligned - truth[rows], axis=1)
     assert np.median(errors) < 0.03, f"median joint error {np.median(errors) * 100:.1f} cm"
+
+
+def test_killed_build_leaves_nothing_and_resumes(photo_folder, tmp_path):
+    """SIGTERM mid-way (as the add-on's Cancel sends) exits 130 with no .lca; the rerun resumes."""
+    output = tmp_path / "out" / "avatar.lca"
+    output.parent.mkdir()
+    command = [
+        sys.executable, "-m", "lca_blender.cli", "--progress", "jsonl", "build", str(photo_folder),
+        "-o", str(output), "--quality", "preview", "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("{") and json.loads(line)["stage"] == "fit_body":
+                break
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        _, error = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, error[-2000:]
+    assert "cancelled" in error and "Traceback" not in error
+    assert list(output.parent.iterdir()) == []  # no avatar, no temporary file
+
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=1200)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "resumed from the cache: ingest, perceive, cameras" in finished.stdout
+    avatar = read_avatar(output)
+    assert avatar.gaussian_count > 1000
+    assert "capture" in avatar.provenance
