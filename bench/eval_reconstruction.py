@@ -1,0 +1,165 @@
+"""Evaluate photo reconstruction against independent ground truth (issue 5): a synthetic subject
+rendered by Cycles, `lca-avatar build` on its photos only, held-out views scored after aligning
+the avatar through its fitted body.
+
+    .venv/bin/python bench/eval_reconstruction.py --seed 0 --out out/eval          # make, build, score
+    .venv/bin/python bench/eval_reconstruction.py --subject examples/subject --out out/eval
+    .venv/bin/python bench/eval_reconstruction.py --subject S --avatar A.lca       # score an avatar
+    .venv/bin/python bench/eval_reconstruction.py --subject S --oracle             # check the scorer
+    .venv/bin/python bench/eval_reconstruction.py --seed 7 --subject S --make-subject-only
+
+Prints one JSON object (also written to OUT/scores.json) and writes OUT/contact_sheet.png. Logs go
+to stderr. Subjects are made by `eval_subject.py` (Blender's Python renders them); the folder
+format is in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eval_scoring import contact_sheet_image, load_subject, oracle_avatar, score_avatar
+from eval_subject import SubjectSettings, make_subject
+
+from lca_blender.formats.atomic import atomic_output
+from lca_blender.formats.lca import read_avatar, write_avatar
+from lca_blender.preview import save_png
+
+
+def log(message: str) -> None:
+    print(f"[eval] {message}", file=sys.stderr, flush=True)
+
+
+def run_build(photos: Path, output: Path, quality: str, device: str) -> dict[str, Any]:
+    """Run `lca-avatar build` on the photos; its wall time, peak memory and exit code."""
+    console = Path(sys.executable).with_name("lca-avatar")
+    command = [str(console)] if console.is_file() else [sys.executable, "-m", "lca_blender.cli"]
+    command += ["build", str(photos), "-o", str(output), "--quality", quality, "--device", device]
+    command += ["--progress", "jsonl"]
+    log("running " + " ".join(command))
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    last_progress = None
+    for line in process.stdout:
+        try:
+            last_progress = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        log(f"build: {last_progress.get('stage', '?')} {last_progress.get('fraction', 0):.0%} "
+            f"{last_progress.get('message', '')}")  # fmt: skip
+    # wait4 gives this child's own resource usage (the subject's Blender renders are not mixed in).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "command": command,
+        "exit_code": process.returncode,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports kilobytes
+        "last_progress": last_progress,
+    }
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height or width)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--subject", type=Path, help="subject folder (made from --seed if it has no cameras.json)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of a generated subject")
+    parser.add_argument("--photos", type=int, default=12, help="input photos of a generated subject")
+    parser.add_argument("--size", type=_size, default=(384, 512), help="WIDTHxHEIGHT of generated images")
+    parser.add_argument("--heldout", type=int, default=4, help="held-out views of a generated subject")
+    parser.add_argument("--samples", type=int, default=48, help="Cycles samples per pixel (denoised)")
+    parser.add_argument("--texture-size", type=int, default=1024, help="outfit texture size in texels")
+    parser.add_argument(
+        "--default-body", action="store_true", help="Anny's default phenotype, not a random one"
+    )
+    parser.add_argument("--make-subject-only", action="store_true", help="generate the subject and stop")
+    parser.add_argument("--out", type=Path, default=Path("out/eval"), help="output folder")
+    parser.add_argument("--avatar", type=Path, help="score this .lca instead of building one")
+    parser.add_argument(
+        "--skip-build", action="store_true", help="score OUT/avatar.lca from an earlier build"
+    )
+    parser.add_argument("--oracle", action="store_true", help="score an avatar made from the ground truth")
+    parser.add_argument("--oracle-gaussians", type=int, default=150_000)
+    parser.add_argument("--quality", default="standard", help="build preset: preview, standard or high")
+    parser.add_argument("--device", default="cpu", help="build device: auto, cpu or cuda")
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    subject_folder = args.subject or args.out / f"subject-{args.seed}"
+    settings = SubjectSettings(
+        seed=args.seed,
+        photos=args.photos,
+        width=args.size[0],
+        height=args.size[1],
+        heldout=args.heldout,
+        samples=args.samples,
+        texture_size=args.texture_size,
+        phenotype={} if args.default_body else None,
+    )
+    if not (subject_folder / "cameras.json").is_file():
+        log(f"generating the subject in {subject_folder}")
+        make_subject(subject_folder, settings, log=log)
+    if args.make_subject_only:
+        return 0
+    subject = load_subject(subject_folder)
+
+    build: dict[str, Any] | None = None
+    if args.oracle:
+        log(f"making the oracle avatar ({args.oracle_gaussians} Gaussians)")
+        avatar = oracle_avatar(subject, args.oracle_gaussians)
+        avatar_path = args.out / "oracle.lca"
+        write_avatar(avatar_path, avatar)
+    else:
+        avatar_path = args.avatar or args.out / "avatar.lca"
+        if args.avatar is None and not args.skip_build:
+            build = run_build(subject_folder / "photos", avatar_path, args.quality, args.device)
+            if build["exit_code"] != 0:
+                print(json.dumps({"error": "the build failed", "build": build}, indent=1))
+                return 1
+        avatar = read_avatar(avatar_path)
+
+    started = time.perf_counter()
+    scores, tiles = score_avatar(avatar, subject, log=log)
+    result = {
+        "subject": str(subject_folder),
+        "seed": subject.gt.get("seed"),
+        "avatar": str(avatar_path),
+        "avatar_source": avatar.provenance.get("source", "build"),
+        "gaussians": avatar.gaussian_count,
+        "splits": {split: scores[split] for split in ("heldout", "novel", "relit") if split in scores},
+        "joint_error_cm": scores["joints"],
+        "build": build,
+        "settings": {
+            "quality": args.quality,
+            "device": args.device,
+            "photos": len(subject.split("input")),
+            "image_size": [subject.images[0].camera.width, subject.images[0].camera.height],
+            "subject": subject.gt.get("settings"),
+        },
+        "render_seconds_per_image": subject.gt.get("render", {}).get("seconds_per_image"),
+        "scoring_seconds": round(time.perf_counter() - started, 2),
+    }
+    sheet_path = args.out / "contact_sheet.png"
+    save_png(sheet_path, contact_sheet_image(tiles))
+    result["contact_sheet"] = str(sheet_path)
+    text = json.dumps(result, indent=1)
+    with atomic_output(args.out / "scores.json") as temporary:
+        temporary.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
