@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from eval_subject import joint_positions, sample_texture, srgb_to_linear
 
 from lca_blender.avatar import GaussianAvatar, Pose, Rig, Splats
-from lca_blender.deform import expression_vector, forward_kinematics, pose_avatar
+from lca_blender.deform import expression_vector, pose_avatar
 from lca_blender.lights import Lighting, lighting_from_json
 from lca_blender.metrics import Similarity, masked_psnr, masked_ssim, umeyama_similarity
 from lca_blender.preview import Camera
@@ -87,11 +88,6 @@ def read_gt_image(subject: Subject, image: SubjectImage) -> tuple[np.ndarray, np
     alpha = rgba[..., 3]
     composite = rgba[..., :3] * alpha[..., None] + np.asarray(subject.background) * (1 - alpha[..., None])
     return composite, alpha
-
-
-def joint_positions(rig: Rig, pose: Pose) -> np.ndarray:
-    """[J, 3] joint (bone head) world positions of `rig` in `pose`."""
-    return forward_kinematics(rig, pose).world[:, :3, 3].astype(np.float64)
 
 
 def align_to_ground_truth(
@@ -232,7 +228,6 @@ def _footprint_filtered(rig: Rig, texture: np.ndarray, layout: GaussianAvatar) -
     """The sRGB texture [S, S, 3] uint8 blurred, in linear light, by a Gaussian's footprint: each
     Gaussian then carries the mean colour of the skin it covers rather than one point sample."""
     import cv2
-    from eval_subject import srgb_to_linear
 
     sizes = _triangle_sizes(rig)
     surface = 0.5 * sizes**2
@@ -260,7 +255,6 @@ def oracle_avatar(subject: Subject, gaussian_count: int = 150_000, seed: int = 0
     true texture's albedo, captured colour = that albedo shaded (without shadows) by the capture
     lighting in the capture pose, provenance["capture"] = the true capture pose. Scoring it tests
     the scorer: alignment, cameras, rendering and colour conventions."""
-    from eval_subject import sample_texture
     from PIL import Image
 
     from lca_blender.bodies.anny_body import anny_rig

@@ -74,11 +74,10 @@ def random_phenotype(rng: np.random.Generator) -> dict[str, float]:
     return {name: round(float(rng.uniform(low[name], high[name])), 2) for name in names}
 
 
-def _euler_pose(rig: Rig, joints: dict[str, tuple[float, float, float]], translation=(0.0, 0.0, 0.0)) -> Pose:
+def _euler_pose(rig: Rig, joints: dict[str, tuple[float, float, float]]) -> Pose:
     pose = Pose.rest(rig.joint_count)
     for name, degrees in joints.items():
         pose.rotations[rig.joint_index(name)] = euler_xyz_to_quaternion(np.asarray(degrees))
-    pose.translation[:] = translation
     return pose
 
 
