@@ -270,7 +270,7 @@ def _estimate_lighting(
         # keep the sun above the horizon (with cameras near eye level, a light from above and its
         # mirror image from below shade the mostly upright body almost alike).
         gauge = (ambient[0].mean() - 2 * math.sqrt(math.pi)) ** 2
-        directional = 0.01 * (ambient[1:] ** 2).sum() / (ambient[0] ** 2).mean()
+        directional = 0.3 * (ambient[1:] ** 2).sum() / (ambient[0] ** 2).mean()
         below = torch.relu(-torch.nn.functional.normalize(sun_towards, dim=0)[2]) if with_sun else 0.0
         return (weights * robust).sum() + gauge + directional + 0.1 * below
 
