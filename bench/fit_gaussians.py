@@ -31,8 +31,7 @@ from lca_blender.deform import pose_avatar
 from lca_blender.lights import AmbientSH, Lighting, SunLight
 from lca_blender.preview import framed_cameras, render_views
 from lca_blender.reconstruct import fit_gaussians as stage
-from lca_blender.reconstruct.ingest import srgb_to_linear
-from lca_blender.reconstruct.views import PRESETS, BodyFit, Preset, View
+from lca_blender.reconstruct.views import PRESETS, BodyFit, Preset, views_from_renders
 from lca_blender.render import render
 from lca_blender.sample import sample_avatar
 
@@ -49,15 +48,7 @@ def capture(preset: Preset, view_count: int) -> BodyFit:
     azimuths = [(f"az{index:02d}", 360.0 * index / view_count) for index in range(view_count)]
     cameras = framed_cameras(splats, azimuths, width, height)
     images = render_views(truth, splats, cameras, "relit", LIGHTING, background=(0, 0, 0))
-    views = [
-        View(
-            camera.name,
-            srgb_to_linear(image[..., :3]).astype(np.float32),
-            image[..., 3].astype(np.float32),
-            camera,
-        )
-        for camera, image in zip(cameras, images, strict=True)
-    ]
+    views = views_from_renders(cameras, images)
     return BodyFit(
         rig, Pose.rest(rig.joint_count), np.zeros(len(rig.expression_names), np.float32), views, {}
     )

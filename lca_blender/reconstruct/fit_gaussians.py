@@ -64,15 +64,16 @@ from .views import BodyFit, Preset, View, capture_to_json
 logger = logging.getLogger(__name__)
 
 FLATNESS = 0.15  # a disc's thickness over its tangent size
-MAX_NORMAL_OFFSET = 0.03  # metres: Gaussians stay within 3 cm of the fitted skin
+MAX_NORMAL_OFFSET = 0.02  # metres: Gaussians stay within 2 cm of the fitted skin
 MAX_ANISOTROPY = 4.0  # longest over shortest tangent scale
-SCALE_BAND = (0.35, 2.5)  # tangent scales relative to the sampling spacing
+SCALE_BAND = (0.35, 1.5)  # tangent scales relative to the sampling spacing
 INITIAL_SCALE = 0.65  # of the spacing: neighbouring discs overlap, so the skin is covered
 ROUGHNESS = 0.6  # not estimated: few photos cannot separate it from albedo
 SPECULAR = 0.3
 COARSE_SIDE = 256  # longest image side of the first, coarse part of the optimisation
-COARSE_FRACTION = 0.6  # of the steps run at the coarse size
+COARSE_FRACTION = 0.4  # of the steps run at the coarse size
 SSIM_WEIGHT = 0.2
+RIM_FRACTION = 0.0  # of the image's longer side: the mask's rim left out of the colour loss
 _LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
@@ -83,6 +84,7 @@ class _Photo:
     linear: torch.Tensor  # [H, W, 3]
     target: torch.Tensor  # [1, H, W, 3] display-encoded, masked onto black
     mask: torch.Tensor  # [1, H, W, 1]
+    inside: torch.Tensor  # [1, H, W, 1] where colour counts: the mask, eroded (its rim mixes in background)
     viewmat: torch.Tensor  # [1, 4, 4]
     intrinsics: torch.Tensor  # [1, 3, 3]
     position: torch.Tensor  # [3]
@@ -109,10 +111,15 @@ def _photo(view: View, longest_side: int, device: str) -> _Photo:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
 
     linear, mask_tensor = tensor(np.clip(pixels, 0.0, 1.0)), tensor(np.clip(mask, 0.0, 1.0))
+    margin = round(RIM_FRACTION * max(size))
+    inside = (mask > 0.5).astype(np.uint8)
+    if margin > 0:
+        inside = cv2.erode(inside, np.ones((2 * margin + 1,) * 2, np.uint8))
     return _Photo(
         linear=linear,
         target=(linear_to_srgb(linear) * mask_tensor[..., None])[None],
         mask=mask_tensor[None, ..., None],
+        inside=tensor(inside)[None, ..., None],
         viewmat=tensor(camera.viewmat)[None],
         intrinsics=tensor(intrinsics)[None],
         position=tensor(camera.position),
@@ -616,8 +623,12 @@ def _step_loss(gaussians: _Gaussians, photo: _Photo, lighting: LightingTensors) 
         photo.viewmat, photo.intrinsics, photo.width, photo.height,
         background=torch.zeros(3, device=means.device),
     )  # fmt: skip
-    photometric = (1 - SSIM_WEIGHT) * (result.color - photo.target).abs().mean()
-    photometric = photometric + SSIM_WEIGHT * (1 - ssim(result.color, photo.target))
+    # Colour is compared inside the eroded mask: the mask's rim pixels are part background, and
+    # fitting them would paint background colour onto the body's outline. Alpha covers the rim.
+    inside = photo.inside
+    difference = ((result.color - photo.target).abs() * inside).sum() / (3 * inside.sum()).clamp_min(1.0)
+    photometric = (1 - SSIM_WEIGHT) * difference
+    photometric = photometric + SSIM_WEIGHT * (1 - ssim(result.color * inside, photo.target * inside))
     coverage = (result.alpha - photo.mask).abs().mean()
 
     tangent = gaussians.tangent_log_scales
@@ -629,10 +640,10 @@ def _step_loss(gaussians: _Gaussians, photo: _Photo, lighting: LightingTensors) 
     shadows = (1 - visibility).mean()
     return (
         photometric
-        + 0.5 * coverage
+        + 1.0 * coverage
         + 1.0 * (scale_band + anisotropy)
         + 1e-3 * offsets
-        + 0.01 * binary_opacity
+        + 0.002 * binary_opacity
         + 0.01 * shadows
     )
 

@@ -10,6 +10,7 @@ atomically: a cancelled build leaves no partial `.lca`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -139,7 +140,7 @@ def build_avatar(
     settings = preset(quality)
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
-    key = build_key(files, {"quality": quality, "seed": seed})
+    key = build_key(files, {"preset": dataclasses.asdict(settings), "seed": seed})
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())

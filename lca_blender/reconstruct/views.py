@@ -51,7 +51,7 @@ class Preset:
 
 PRESETS = {
     "preview": Preset("preview", max_side=256, gaussians=15_000, body_steps=200, gaussian_steps=150),
-    "standard": Preset("standard", max_side=512, gaussians=40_000, body_steps=400, gaussian_steps=500),
+    "standard": Preset("standard", max_side=512, gaussians=40_000, body_steps=400, gaussian_steps=900),
     "high": Preset("high", max_side=1024, gaussians=150_000, body_steps=600, gaussian_steps=3000),
 }
 
@@ -60,6 +60,22 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise AvatarError(f"Unknown quality preset '{name}'. Use one of: {', '.join(PRESETS)}.")
     return PRESETS[name]
+
+
+def views_from_renders(cameras: list[Camera], images: np.ndarray) -> list[View]:
+    """Views from display-space RGBA renders [C, H, W, 4] (`preview.render_views`): linear pixels,
+    the coverage as the mask. For tests and benchmarks that photograph a known avatar."""
+    from .ingest import srgb_to_linear
+
+    return [
+        View(
+            camera.name,
+            srgb_to_linear(image[..., :3]).astype(np.float32),
+            image[..., 3].astype(np.float32),
+            camera,
+        )
+        for camera, image in zip(cameras, images, strict=True)
+    ]
 
 
 def capture_to_json(pose: Pose, expressions: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from lca_blender.preview import framed_cameras, render_views, studio_lighting  #
 from lca_blender.progress import Cancelled, Progress  # noqa: E402
 from lca_blender.reconstruct.fit_gaussians import fit_gaussians  # noqa: E402
 from lca_blender.reconstruct.ingest import srgb_to_linear  # noqa: E402
-from lca_blender.reconstruct.views import BodyFit, Preset, View, capture_from_json  # noqa: E402
+from lca_blender.reconstruct.views import BodyFit, Preset, View, capture_from_json, views_from_renders  # noqa: E402
 from lca_blender.sample import sample_avatar  # noqa: E402
 
 WIDTH, HEIGHT = 96, 128
@@ -66,15 +66,7 @@ def photographs(truth, azimuths: list[float], elevation: float = 5.0) -> list[Vi
     images = render_views(
         avatar, splats, cameras, look="relit", lighting=CAPTURE_LIGHTING, background=(0, 0, 0)
     )
-    return [
-        View(
-            camera.name,
-            srgb_to_linear(image[..., :3]).astype(np.float32),
-            image[..., 3].astype(np.float32),
-            camera,
-        )
-        for camera, image in zip(cameras, images, strict=True)
-    ]
+    return views_from_renders(cameras, images)
 
 
 def body_fit(truth, views: list[View]) -> BodyFit:
