@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -441,7 +442,15 @@ def run() -> None:
     """The console entry point."""
     # Cancelling from the add-on (terminate) must clean up as Ctrl-C does: temporary files go.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sys.exit(main())
+    code = main()
+    if code == EXIT_CANCELLED:
+        # An interrupt that passed through code run by a C extension (pybind11's exec) leaves
+        # CPython's "unhandled KeyboardInterrupt" flag set, and it would then end the process by
+        # SIGINT instead of this exit code. Everything is cleaned up by now: leave directly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
