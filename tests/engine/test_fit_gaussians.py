@@ -16,7 +16,6 @@ eye level its elevation is the weakly seen part).
 from __future__ import annotations
 
 import math
-import time
 
 import cv2
 import numpy as np
@@ -170,8 +169,13 @@ class CancelAfter(Progress):
 
 
 def test_cancel_stops_promptly(truth):
+    """The stage reports often (at least once per optimisation step) and stops at the report that
+    follows the request: no timing here, the machines are too noisy for it."""
     views = photographs(truth, [0.0, 180.0])
-    started = time.monotonic()
+    counting = CancelAfter(10**9)
+    fit_gaussians(body_fit(truth, views), TINY, progress=counting)
+    assert 10**9 - counting.updates >= TINY.gaussian_steps
+    cancelling = CancelAfter(12)
     with pytest.raises(Cancelled):
-        fit_gaussians(body_fit(truth, views), TINY, progress=CancelAfter(12))
-    assert time.monotonic() - started < 20.0
+        fit_gaussians(body_fit(truth, views), TINY, progress=cancelling)
+    assert cancelling.updates == 0  # raised at the very report where the cancel was asked
