@@ -172,7 +172,7 @@ def test_cancel_stops_the_engine_and_leaves_nothing(fake_engine: list[str], tmp_
 
     started = time.monotonic()
     build.cancel()
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 30.0  # a hang guard: the fake engine would run 100 s
     assert build.status is JobStatus.CANCELLED
     assert _process_is_gone(build.job.pid)
     assert list(output.parent.iterdir()) == []
