@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .avatar import GaussianAvatar, Rig
-from .deform import bind, pose_gaussians, triangle_frames
+from .deform import GaussianBinding, bind, pose_gaussians, triangle_frames
 from .errors import AvatarError
 from .rotations import bone_roll_towards, quaternion_multiply
 
@@ -96,10 +96,12 @@ def joint_weights(rig: Rig) -> np.ndarray:
 
     One row per Blender vertex group; repeated influences of a joint on a vertex add up.
     """
-    weights = np.zeros((rig.joint_count, rig.vertex_count), np.float64)
     vertices = np.broadcast_to(np.arange(rig.vertex_count)[:, None], rig.skin_indices.shape)
-    np.add.at(weights, (rig.skin_indices, vertices), rig.skin_weights)
-    return weights.astype(np.float32)
+    flat_index = rig.skin_indices.astype(np.int64) * rig.vertex_count + vertices
+    weights = np.bincount(
+        flat_index.ravel(), rig.skin_weights.ravel().astype(np.float64), rig.joint_count * rig.vertex_count
+    )
+    return weights.reshape(rig.joint_count, rig.vertex_count).astype(np.float32)
 
 
 def shape_key_coordinates(rig: Rig) -> np.ndarray:
@@ -108,36 +110,44 @@ def shape_key_coordinates(rig: Rig) -> np.ndarray:
     return np.ascontiguousarray(keys, np.float32).reshape(len(rig.expression_names), -1)
 
 
-def splat_attributes(avatar: GaussianAvatar) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def splat_attributes(
+    avatar: GaussianAvatar, binding: GaussianBinding | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The Gaussians' rest means [N, 3] (the splat mesh's vertices) and their point attributes.
 
     Attributes are [N] float32 (Blender 'FLOAT'), [N] int32 ('INT') or [N, 3] float32
-    ('FLOAT_VECTOR'); see the module docstring for the names.
+    ('FLOAT_VECTOR'); see the module docstring for the names. `binding` is `bind(avatar)` when
+    the caller has it already (the importer binds once for this and for the preview).
     """
     rig = avatar.rig
     frames = triangle_frames(rig.vertices, rig.triangles)
-    binding = bind(avatar)
+    binding = bind(avatar) if binding is None else binding
     means, _, _ = pose_gaussians(binding, rig.vertices)
-    rest_rotations = binding.rest_rotations.T
-    log_sizes = np.log(frames.sizes.astype(np.float64))[avatar.triangle_ids]
-    log_scales = avatar.log_scales.astype(np.float64) + log_sizes[:, None]
+    # Each attribute is one contiguous row: transposing whole arrays once is far cheaper than
+    # copying out 30 strided columns.
+    log_sizes = np.log(frames.sizes)[avatar.triangle_ids]
+    log_scale_rows = avatar.log_scales.T + log_sizes
     opacities = np.clip(avatar.opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
+    sh_rows = np.ascontiguousarray(avatar.sh.transpose(2, 1, 0))  # [3, B, N]
 
     attributes: dict[str, np.ndarray] = {}
     for channel in range(3):
-        attributes[f"f_dc_{channel}"] = avatar.sh[:, 0, channel]
+        attributes[f"f_dc_{channel}"] = sh_rows[channel, 0]
     # f_rest index = channel * (B - 1) + (coefficient - 1), as INRIA's .ply has it.
-    rest_sh = avatar.sh[:, 1:, :].transpose(0, 2, 1).reshape(avatar.gaussian_count, -1)
-    for index in range(rest_sh.shape[1]):
-        attributes[f"f_rest_{index}"] = rest_sh[:, index]
+    coefficients = sh_rows.shape[1]
+    for channel in range(3):
+        for coefficient in range(1, coefficients):
+            rest_index = channel * (coefficients - 1) + coefficient - 1
+            attributes[f"f_rest_{rest_index}"] = sh_rows[channel, coefficient]
     attributes["opacity"] = np.log(opacities / (1.0 - opacities))
     for axis in range(3):
-        attributes[f"scale_{axis}"] = log_scales[:, axis]
+        attributes[f"scale_{axis}"] = log_scale_rows[axis]
     for component in range(4):
-        attributes[f"rot_{component}"] = rest_rotations[:, component]
+        attributes[f"rot_{component}"] = binding.rest_rotations[component]
     attributes["triangle_id"] = avatar.triangle_ids
+    barycentric_rows = np.ascontiguousarray(avatar.barycentrics.T)
     for corner in range(3):
-        attributes[f"bary_{corner}"] = avatar.barycentrics[:, corner]
+        attributes[f"bary_{corner}"] = barycentric_rows[corner]
     attributes["normal_offset"] = avatar.normal_offsets
     attributes["albedo"] = avatar.albedo
     attributes["roughness"] = avatar.roughness

@@ -29,7 +29,6 @@ from .errors import PoseError
 from .rotations import (
     matrix_to_quaternion,
     quaternion_from_matrix_entries,
-    quaternion_multiply,
     quaternion_to_matrix,
 )
 
@@ -236,17 +235,22 @@ def bind(avatar: GaussianAvatar) -> GaussianBinding:
     corners = np.ascontiguousarray(rig.triangles.T, np.intp)
     rest = _triangle_geometry(np.ascontiguousarray(rig.vertices.T), corners)
     rest_frames = matrix_to_quaternion(np.stack(rest.axes, axis=1).transpose(2, 0, 1).astype(np.float64))
+    triangle_ids = avatar.triangle_ids.astype(np.intp)
     # Each Gaussian's rotation at rest, in world axes: posing only turns it by its triangle's turn.
-    rest_rotations = quaternion_multiply(
-        rest_frames[avatar.triangle_ids].astype(np.float64), avatar.rotations.astype(np.float64)
+    # Computed on [4, N] rows in float32 (what is stored): bind runs on every import.
+    rest_rotations = np.empty((4, triangle_ids.shape[0]), np.float32)
+    _hamilton_rows(
+        np.take(np.ascontiguousarray(rest_frames.T, np.float32), triangle_ids, axis=1),
+        np.ascontiguousarray(avatar.rotations.T),
+        out=rest_rotations,
     )
     return GaussianBinding(
         triangle_corners=corners,
         rest_axes=np.stack(rest.axes),
-        triangle_ids=avatar.triangle_ids.astype(np.intp),
+        triangle_ids=triangle_ids,
         barycentrics=np.ascontiguousarray(avatar.barycentrics[:, 1:].T),
         normal_offsets=avatar.normal_offsets,
-        rest_rotations=np.ascontiguousarray(rest_rotations.T, dtype=np.float32),
+        rest_rotations=rest_rotations,
         scale_factors=np.ascontiguousarray(np.exp(avatar.log_scales).T),
     )
 
@@ -326,14 +330,20 @@ def _pose_chunk(
             origin[axis] + weight1 * edge1[axis] + weight2 * edge2[axis] + offsets * normal[axis]
         )
 
-    # Hamilton product (triangle's turn) * (rotation at rest), written out on rows.
-    rw, rx, ry, rz = binding.rest_rotations[:, part]
-    rotations[part, 0] = tw * rw - tx * rx - ty * ry - tz * rz
-    rotations[part, 1] = tw * rx + tx * rw + ty * rz - tz * ry
-    rotations[part, 2] = tw * ry - tx * rz + ty * rw + tz * rx
-    rotations[part, 3] = tw * rz + tx * ry - ty * rx + tz * rw
+    # (triangle's turn) * (rotation at rest); rotations[part].T is a [4, n] view of the output.
+    _hamilton_rows((tw, tx, ty, tz), binding.rest_rotations[:, part], out=rotations[part].T)
     for axis in range(3):
         scales[part, axis] = binding.scale_factors[axis, part] * size
+
+
+def _hamilton_rows(a, b, out: np.ndarray) -> None:
+    """Hamilton products a * b of quaternions given as 4 rows (w, x, y, z) each, into `out`'s rows."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    out[0] = aw * bw - ax * bx - ay * by - az * bz
+    out[1] = aw * bx + ax * bw + ay * bz - az * by
+    out[2] = aw * by - ax * bz + ay * bw + az * bx
+    out[3] = aw * bz + ax * by - ay * bx + az * bw
 
 
 def pose_avatar(

@@ -368,13 +368,13 @@ def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
     the body dark under a light in front of it. Only the needed row of each rotation matrix is
     formed: the viewport calls this for every Gaussian at import.
     """
-    q = avatar.rotations.astype(np.float64)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    # Row 2 of the rotation matrix: the Z of its X, Y and Z axes.
-    z_of_axes = np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1)
+    w, x, y, z = np.ascontiguousarray(avatar.rotations.T)
+    # Row 2 of the rotation matrix of q / |q|: the Z of its X, Y and Z axes, each times |q|^2
+    # (which leaves the signs alone).
+    squared_norm = w * w + x * x + y * y + z * z
+    z_of_axes = (2 * (x * z - w * y), 2 * (y * z + w * x), squared_norm - 2 * (x * x + y * y))
     thinnest = np.argmin(avatar.log_scales, axis=1)
-    normal_components = np.take_along_axis(z_of_axes, thinnest[:, None], axis=1)[:, 0]
+    normal_components = np.choose(thinnest, z_of_axes)
     return np.where(normal_components < 0, -1.0, 1.0).astype(np.float32)
 
 

@@ -90,7 +90,7 @@ def pose_splats(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> sta
             f"{bound.body_vertex_count}: disable modifiers that change the topology (subdivision, remesh)."
         )
     vertices = np.empty(bound.body_vertex_count * 3, np.float32)
-    mesh.vertices.foreach_get("co", vertices)
+    mesh.attributes["position"].data.foreach_get("vector", vertices)
     matrix = np.array(evaluated.matrix_world, np.float32)
     world_vertices = vertices.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
     means, rotations, scales = pose_gaussians(bound.binding, world_vertices)
@@ -108,9 +108,10 @@ def pose_splats(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> sta
     )
 
 
-def bind_splats(splats: bpy.types.Object, avatar) -> None:
-    """Cache the binding of `splats` from the avatar they were just built from (saves reading it back)."""
-    _BOUND[splats.name] = _bound_from_avatar(_source_key(splats), avatar)
+def bind_splats(splats: bpy.types.Object, avatar, binding) -> None:
+    """Cache the binding of `splats` from the avatar they were just built from and its `bind(avatar)`
+    (saves reading them back from Blender and binding again)."""
+    _BOUND[splats.name] = _bound_from_avatar(_source_key(splats), avatar, binding)
 
 
 def _source_key(splats: bpy.types.Object) -> tuple:
@@ -148,13 +149,13 @@ def _bound_splats(splats: bpy.types.Object, body: bpy.types.Object) -> _BoundSpl
     return bound
 
 
-def _bound_from_avatar(source: tuple, avatar) -> _BoundSplats:
+def _bound_from_avatar(source: tuple, avatar, binding=None) -> _BoundSplats:
     from ..lca_blender.deform import bind
     from ..lca_blender.shading import outward_signs
 
     return _BoundSplats(
         source=source,
-        binding=bind(avatar),
+        binding=bind(avatar) if binding is None else binding,
         body_vertex_count=avatar.rig.vertex_count,
         opacities=avatar.opacities,
         sh=avatar.sh,

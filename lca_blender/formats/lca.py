@@ -184,19 +184,25 @@ class _Container:
             "Re-export it from LCA Avatars, or rebuild the avatar from its photos."
         )
 
-    def _read_member(self, name: str, limit: int) -> bytes:
+    def _read_member(self, name: str, limit: int) -> bytearray:
+        """The entry's bytes, read straight into one writable buffer (arrays are views of it)."""
         member = self.members.get(name)
         if member is None:
             raise self.error(f"the entry '{name}' is missing")
         if member.file_size > limit:
             raise self.error(f"the entry '{name}' is too large ({member.file_size} bytes)")
+        # One byte more than declared: a member longer than its header says shows as too large.
+        data = bytearray(member.file_size + 1)
+        filled = 0
         try:
-            with self.archive.open(member) as stream:
-                data = stream.read(limit + 1)
+            with self.archive.open(member) as stream, memoryview(data) as view:
+                while filled < len(data) and (count := stream.readinto(view[filled:])):
+                    filled += count
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
             raise self.error(f"the entry '{name}' is damaged ({e})") from None
-        if len(data) > limit:
+        if filled > member.file_size:
             raise self.error(f"the entry '{name}' is too large")
+        del data[filled:]
         return data
 
     def _read_manifest(self) -> dict[str, Any]:
@@ -255,8 +261,9 @@ class _Container:
         if len(raw) - offset != data_bytes:
             raise self.error(f"the array '{name}' is truncated or has extra bytes")
         array = np.frombuffer(raw, dtype=np.dtype(dtype), offset=offset).reshape(shape)
-        # Native byte order and owned memory, as the dataclasses expect.
-        return array.astype(array.dtype.newbyteorder("="), copy=True)
+        # Native byte order, as the dataclasses expect (a no-op view on little-endian machines);
+        # the array is writable and owns its buffer, which nothing else holds.
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
 
     def _parse_npy_header(self, name: str, raw: bytes) -> tuple[tuple, int]:
         if len(raw) < 10 or raw[:6] != b"\x93NUMPY":

@@ -151,6 +151,22 @@ def test_import_makes_rig_body_and_splats(
     assert len(body.data.vertices) == rig_data.vertex_count and len(body.data.polygons) == len(
         rig_data.triangles
     )
+    # The mesh data goes in through raw attribute arrays: read it back the slow, per-item way.
+    mesh = body.data
+    np.testing.assert_array_equal([v.co[:] for v in mesh.vertices], rig_data.vertices.astype(np.float32))
+    np.testing.assert_array_equal([p.vertices[:] for p in mesh.polygons], rig_data.triangles)
+    uv_layer = mesh.uv_layers["UVMap"]
+    np.testing.assert_array_equal(
+        [uv_layer.data[loop].uv[:] for loop in range(len(mesh.loops))],
+        rig_data.uvs[rig_data.triangle_uvs.reshape(-1)].astype(np.float32),
+    )
+    jaw_open = rig_data.expression_names.index("jawOpen")
+    np.testing.assert_allclose(
+        [point.co[:] for point in keys["jawOpen"].data],
+        rig_data.vertices + rig_data.expression_deltas[jaw_open],
+        atol=1e-6,
+    )
+    assert mesh.validate() is False  # False: nothing needed fixing
     assert [group.name for group in body.vertex_groups] == rig_data.joint_names
     weights = _module(core, "blender_data").joint_weights(rig_data)
     for vertex in (0, 5000, rig_data.vertex_count - 1):
