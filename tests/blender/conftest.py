@@ -102,6 +102,15 @@ class InstalledExtension:
         return bool(addon_utils.check(self.module)[1])
 
 
+def process_is_gone(pid: int) -> bool:
+    """Whether the process `pid` has exited and been reaped (a zombie still answers signal 0)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def _raise(error: BaseException) -> None:
     # addon_utils prints and swallows errors by default; a test must see them.
     raise error

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import bpy
 import pytest
+from conftest import process_is_gone
 from mathutils import Quaternion
 
 if TYPE_CHECKING:
@@ -139,14 +140,6 @@ def _photos(folder: Path, **plan) -> Path:
     return folder
 
 
-def _process_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _step_until(controller, condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -254,7 +247,7 @@ def test_build_cancel_kills_the_engine_and_leaves_nothing(
 
     assert bpy.ops.lca.cancel_build() == {"FINISHED"}  # the sidebar's Cancel button
     assert controller.status is ext.process.JobStatus.CANCELLED
-    assert _process_is_gone(build.job.pid)
+    assert process_is_gone(build.job.pid)
     assert list(output.parent.iterdir()) == []
     assert not clean_scene.lca.build_running and clean_scene.lca.build_message.endswith("cancelled")
     assert ext.engine.running_controller() is None
@@ -297,7 +290,7 @@ def test_the_modal_shell_steps_on_timer_events_and_cancels_on_esc(
     assert modal.event("ESC", "PRESS") == {"CANCELLED"}
     assert modal.removed_timers == ["the timer"]
     assert modal.reports == [({"WARNING"}, "Building ivy: cancelled")]
-    assert _process_is_gone(build.job.pid) and list(output.parent.iterdir()) == []
+    assert process_is_gone(build.job.pid) and list(output.parent.iterdir()) == []
 
     # A build that succeeds: timer ticks until the import, then the shell finishes.
     (photos / "engine.json").write_text(json.dumps({"template": str(template_avatar)}))
@@ -429,7 +422,7 @@ def test_batch_progress_and_cancel(ext, fake_engine, template_avatar, clean_scen
     process = controller._current[1].job
     controller.cancel()
     assert controller.status is ext.process.JobStatus.CANCELLED
-    assert _process_is_gone(process.pid)
+    assert process_is_gone(process.pid)
     assert not output.exists() or list(output.iterdir()) == []
     assert "a: cancelled" in bpy.data.texts["LCA batch report"].as_string()
     assert not clean_scene.lca.build_running
@@ -492,7 +485,7 @@ def test_install_progress_and_clean_up(ext, clean_scene, tmp_path: Path) -> None
     assert venv.is_dir() and bpy.ops.lca.cancel_build.poll()
     process = controller.job
     bpy.ops.lca.cancel_build()
-    assert controller.status is ext.process.JobStatus.CANCELLED and _process_is_gone(process.pid)
+    assert controller.status is ext.process.JobStatus.CANCELLED and process_is_gone(process.pid)
     assert not venv.exists()  # a half-made environment would be mistaken for an engine
     assert controller.message == "Engine installation cancelled" and not clean_scene.lca.build_running
 
@@ -753,7 +746,7 @@ def test_disabling_mid_build_stops_the_engine_and_leaves_nothing(
         _step_until(controller, lambda: build.job.last_event is not None)
     finally:
         installed_extension.disable()
-    assert _process_is_gone(build.job.pid)
+    assert process_is_gone(build.job.pid)
     assert list(output.parent.iterdir()) == []
     assert engine_module.running_controller() is None
     assert not hasattr(bpy.types, "LCA_OT_build_avatar") and not hasattr(bpy.types, "LCA_PT_avatar")

@@ -17,18 +17,11 @@ from types import ModuleType
 
 import bpy
 import pytest
+from conftest import process_is_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINE_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 PHOTOS = REPO_ROOT / "examples" / "subject" / "photos"
-
-
-def _process_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_real_engine_build_reports_its_stages_and_cancels_cleanly(
@@ -85,7 +78,7 @@ def test_real_engine_build_reports_its_stages_and_cancels_cleanly(
         assert fractions == sorted(fractions), (stage, fractions)
     assert any(0 < fraction < 1 for _, fraction in stages)
     assert controller.status is process.JobStatus.CANCELLED
-    assert _process_is_gone(build.job.pid)
+    assert process_is_gone(build.job.pid)
     assert not output.exists() and list(output.parent.iterdir()) == []
     assert not scene.lca.build_running and scene.lca.build_message.endswith("cancelled")
     assert engine.running_controller() is None
