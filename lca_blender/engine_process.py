@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import AvatarError
+from .progress import Overall
 
 # The engine's Python, for a set-up that the preferences do not name (render nodes, CI).
 ENGINE_PYTHON_VARIABLE = "LCA_ENGINE_PYTHON"
@@ -60,6 +61,7 @@ class ProgressEvent:
     fraction: float  # of the current stage, in [0, 1]
     message: str = ""
     eta_s: float | None = None  # seconds left in the stage; None while unknown
+    overall: Overall | None = None  # the whole job, when the engine announced its stages
 
     @classmethod
     def from_json_line(cls, line: str) -> ProgressEvent | None:
@@ -71,22 +73,49 @@ class ProgressEvent:
         if not isinstance(record, dict) or "stage" not in record or "fraction" not in record:
             return None
         try:
-            fraction = min(max(float(record["fraction"]), 0.0), 1.0)
-            eta = record.get("eta_s")
-            eta = None if eta is None else max(float(eta), 0.0)
+            fraction = _fraction(record["fraction"])
+            eta = _seconds(record.get("eta_s"))
         except (TypeError, ValueError):
             return None
-        return cls(str(record["stage"]), fraction, str(record.get("message") or ""), eta)
+        message = str(record.get("message") or "")
+        return cls(str(record["stage"]), fraction, message, eta, _overall(record.get("overall")))
+
+    @property
+    def bar_fraction(self) -> float:
+        """What a progress bar fills: the whole job's fraction when known, else the stage's."""
+        return self.fraction if self.overall is None else self.overall.fraction
 
     @property
     def eta_text(self) -> str:
-        return eta_text(self.eta_s)
+        return eta_text(self.eta_s if self.overall is None else self.overall.eta_s)
 
     @property
     def label(self) -> str:
-        """What a progress bar shows: the stage and, when known, the time left."""
+        """What a progress bar shows: the stage (numbered in the job) and, when known, the time left."""
+        stage = self.stage
+        if self.overall is not None:
+            stage = f"{stage}, step {self.overall.step} of {self.overall.steps}"
         eta = self.eta_text
-        return f"{self.stage} ({eta})" if eta else self.stage
+        return f"{stage} ({eta})" if eta else stage
+
+
+def _overall(record) -> Overall | None:
+    """The whole job's progress from an event's "overall" object; None when absent or damaged
+    (the stage's own progress still counts)."""
+    try:
+        step, steps = int(record["step"]), int(record["steps"])
+        overall = Overall(_fraction(record["fraction"]), _seconds(record.get("eta_s")), step, steps)
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
+    return overall if 1 <= step <= steps else None
+
+
+def _fraction(value) -> float:
+    return min(max(float(value), 0.0), 1.0)
+
+
+def _seconds(value) -> float | None:
+    return None if value is None else max(float(value), 0.0)
 
 
 def eta_text(seconds: float | None) -> str:

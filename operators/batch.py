@@ -134,7 +134,7 @@ class BatchController(EngineController):
         done = self._to_build - len(self._pending) - 1
         if events:
             event = events[-1]
-            overall = (done + event.fraction) / max(self._to_build, 1)
+            overall = (done + event.bar_fraction) / max(self._to_build, 1)
             stage = f"{subject.name} ({done + 1}/{self._to_build}): {event.label}"
             show_progress(self.scene_name, overall, stage, event.message, running=True)
         if build.status.finished:

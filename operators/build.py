@@ -90,7 +90,7 @@ class BuildController(EngineController):
         events = self.build.poll()
         if events:
             event = events[-1]
-            show_progress(self.scene_name, event.fraction, event.label, event.message, running=True)
+            show_progress(self.scene_name, event.bar_fraction, event.label, event.message, running=True)
         if self.build.status.finished:
             self._finish()
         return self.status

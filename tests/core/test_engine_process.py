@@ -23,6 +23,7 @@ from lca_blender.engine_process import (
     eta_text,
     find_engine_python,
 )
+from lca_blender.progress import Overall
 
 # A stand-in for `lca-avatar --progress jsonl build PHOTOS -o OUT`: it reads what to do from an
 # `engine.json` in the photos folder, prints progress lines, leaves a stage cache beside its
@@ -99,6 +100,21 @@ def test_progress_event_parsing() -> None:
     assert ProgressEvent.from_json_line('{"stage": "x", "fraction": 0.5, "eta_s": null}').label == "x"
     for not_progress in ("Wrote avatar.lca", "[1, 2]", '{"stage": "x"}', '{"stage": "x", "fraction": "a"}'):
         assert ProgressEvent.from_json_line(not_progress) is None
+
+
+def test_progress_event_with_the_whole_job() -> None:
+    line = (
+        '{"stage": "fit_body", "fraction": 0.5, "message": "m", "eta_s": 30,'
+        ' "overall": {"fraction": 0.4, "eta_s": 200, "step": 4, "steps": 5}}'
+    )
+    event = ProgressEvent.from_json_line(line)
+    assert event.overall == Overall(0.4, 200.0, 4, 5)
+    assert event.bar_fraction == 0.4 and event.fraction == 0.5
+    assert event.label == "fit_body, step 4 of 5 (3 min left)"  # the job's time left, not the stage's
+    # A damaged "overall" is dropped; the stage's own progress still counts.
+    for damaged in ('{"step": 6, "steps": 5, "fraction": 0.1}', '{"fraction": 0.1}', '"x"', "[1]"):
+        event = ProgressEvent.from_json_line(f'{{"stage": "s", "fraction": 0.5, "overall": {damaged}}}')
+        assert event.overall is None and event.bar_fraction == 0.5
 
 
 def test_eta_text() -> None:

@@ -209,6 +209,14 @@ def test_killed_build_leaves_nothing_and_resumes(photo_folder, tmp_path):
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=1200)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "resumed from the cache: ingest, perceive, cameras" in finished.stdout
+    # The whole build's progress (what the add-on's bar shows) only grows, stage by stage, to 1.
+    records = [json.loads(line) for line in finished.stdout.splitlines() if line.startswith("{")]
+    overall = [record["overall"] for record in records if "overall" in record]
+    assert [item["step"] for item in overall] == sorted(item["step"] for item in overall)
+    fractions = [item["fraction"] for item in overall]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert overall[-1]["step"] == overall[-1]["steps"]
+    assert {record["stage"] for record in records} >= {"ingest", "fit_body", "fit_gaussians", "write"}
     avatar = read_avatar(output)
     assert avatar.gaussian_count > 1000
     assert "capture" in avatar.provenance
