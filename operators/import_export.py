@@ -160,8 +160,8 @@ def _build_splats(name: str, avatar, binding, body: bpy.types.Object) -> bpy.typ
     mesh.update()
     splats = bpy.data.objects.new(name, mesh)
     splats.parent = body
-    # Splats reach final frames through the render operator, not as Blender geometry.
-    splats.hide_render = True
+    # Blender's renderers draw nothing for a mesh of loose points: the splats reach final frames
+    # through lca.render_frames, and the object's "Disable in Renders" switch leaves them out there.
     return splats
 
 

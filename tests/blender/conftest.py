@@ -23,6 +23,9 @@ EXTENSION_ID = "lca_avatars"
 TEST_REPO_MODULE = "lca_tests"
 ADDON_MODULE = f"bl_ext.{TEST_REPO_MODULE}.{EXTENSION_ID}"
 
+ENGINE_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+GAUSSIAN_COUNT = 20_000  # of the sample avatar
+
 BPY_AVAILABLE = importlib.util.find_spec("bpy") is not None
 _SANDBOX = REPO_ROOT / ".cache" / "blender-home"
 
@@ -179,6 +182,34 @@ def installed_extension(
         if installed.is_enabled:
             installed.disable()
         extensions.repos.remove(repo)
+
+
+@pytest.fixture(scope="session")
+def sample_lca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sample avatar (GAUSSIAN_COUNT Gaussians on the Anny body) written by the engine, in its own
+    environment (with torch)."""
+    if not ENGINE_PYTHON.exists():
+        pytest.skip("the engine environment (.venv) is not set up; scripts/test.sh makes it")
+    path = tmp_path_factory.mktemp("avatars") / "sample.lca"
+    result = subprocess.run(
+        [
+            str(ENGINE_PYTHON),
+            "-m",
+            "lca_blender.cli",
+            "new",
+            "-o",
+            str(path),
+            "--gaussians",
+            str(GAUSSIAN_COUNT),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"the engine could not make a sample:\n{result.stdout}\n{result.stderr}"
+    return path
 
 
 @pytest.fixture

@@ -411,6 +411,58 @@ def test_render_frames_writes_composited_frames(
     assert pixels[..., :3].std() > 0.02, "the splats should show over the render"
 
 
+def _read_png(path: Path) -> np.ndarray:
+    image = bpy.data.images.load(str(path))
+    try:
+        pixels = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+        image.pixels.foreach_get(pixels)
+        return pixels.reshape(image.size[1], image.size[0], 4)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def test_render_frames_draws_an_imported_avatar_and_obeys_its_render_switch(
+    addon: dict[str, ModuleType], sample_lca: Path, tmp_path: Path
+) -> None:
+    """An imported avatar appears in final frames; Cycles itself draws nothing for its points mesh;
+    switching the splats object off for renders leaves them out."""
+    scene = bpy.context.scene
+    for obj in scene.objects:
+        if obj.type == "MESH":
+            obj.hide_render = True  # the start-up cube
+    assert bpy.ops.lca.import_avatar(filepath=str(sample_lca)) == {"FINISHED"}
+    splats = bpy.data.objects[f"{sample_lca.stem}_splats"]
+    camera = bpy.data.objects.new("frames camera", bpy.data.cameras.new("frames camera"))
+    scene.collection.objects.link(camera)
+    camera.location, camera.rotation_euler = (0.0, -4.0, 0.9), (math.radians(90.0), 0.0, 0.0)
+    scene.camera = camera
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising = 1, False
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 48, 64, 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.frame_start = scene.frame_end = 1
+    try:
+        bpy.ops.render.render(write_still=False)
+        cycles_alone = addon["render_frames"]._render_result_linear(scene, 48, 64)
+        assert cycles_alone.std(axis=(0, 1)).max() < 1e-4, "Cycles drew something for the splats' points"
+
+        scene.render.filepath = str(tmp_path / "with_")
+        assert bpy.ops.lca.render_frames() == {"FINISHED"}
+        splats.hide_render = True
+        scene.render.filepath = str(tmp_path / "without_")
+        assert bpy.ops.lca.render_frames() == {"FINISHED"}
+    finally:
+        scene.render.engine = "BLENDER_WORKBENCH"
+        bpy.data.objects.remove(camera)
+    with_splats, without = _read_png(tmp_path / "with_0001.png"), _read_png(tmp_path / "without_0001.png")
+    assert without[..., :3].std(axis=(0, 1)).max() < 1e-3  # the world colour alone
+    covered = np.abs(with_splats[..., :3] - without[..., :3]).max(axis=2) > 0.05
+    # A 1.7 m person seen from 4 m through a 50 mm lens fills a good part of a portrait frame.
+    assert 0.1 < covered.mean() < 0.6, covered.mean()
+    rows, columns = np.nonzero(covered)
+    assert abs(columns.mean() - 24) < 6  # standing in the middle of the frame
+
+
 def test_unregister_removes_the_draw_handler(installed_extension, gpu_ready: None) -> None:
     root = installed_extension.enable()
     draw = importlib.import_module(f"{root.__name__}.viewport.draw")
