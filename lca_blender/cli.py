@@ -193,11 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="build an avatar from photos of a person or a turn-around video",
         description="Build a rigged, relightable avatar from photos of one person: a folder of photos, "
         "image files, or a video (frames are sampled evenly). Stages: ingest, perceive (MediaPipe "
-        "landmarks and masks), cameras, fit_body (Anny shape, pose with fingers and jaw, expression), "
+        "landmarks and masks), cameras, fit_body (body shape, pose with fingers and jaw, expression), "
         "fit_gaussians. Finished stages are cached, so running the same command again after a "
         "cancel or a crash resumes where it stopped.",
         epilog="Photos that cannot be used (unreadable, no person, several people) are reported by "
-        "name and skipped. Exit codes: 0 done, 2 bad input, 1 internal error, 130 cancelled.",
+        "name and skipped. Body models: Anny (default; Apache-2.0 code, CC0 assets) or SMPL-X from "
+        "the model file you download from its authors after registering (--smplx SMPLX_NEUTRAL.npz; "
+        "its licence is non-commercial). "
+        "Exit codes: 0 done, 2 bad input, 1 internal error, 130 cancelled.",
     )
     build.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="photo folder, images or a video"
@@ -209,8 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     build.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     build.add_argument(
-        "--body", choices=("anny",), default="anny",
-        help="the body model to fit (anny; SMPL-X fitting is not available yet, see the README)",
+        "--body", choices=("anny", "smplx"),
+        help="the body model to fit: anny (default) or smplx (needs --smplx)",
+    )  # fmt: skip
+    build.add_argument(
+        "--smplx", type=Path, metavar="MODEL.npz",
+        help="fit SMPL-X from the model file you downloaded from its authors (the .npz release, e.g. "
+        "SMPLX_NEUTRAL.npz; converted once into the cache); implies --body smplx",
     )  # fmt: skip
     build.add_argument(
         "--cache", type=Path, metavar="FOLDER",
@@ -387,15 +395,25 @@ def command_render(args: argparse.Namespace, progress: Progress) -> None:
 
 
 def command_build(args: argparse.Namespace, progress: Progress) -> None:
+    from .reconstruct.fit_body import body_choice
     from .reconstruct.pipeline import build_avatar
 
     if args.output.suffix.lower() != ".lca":
         raise AvatarError(f"The output must be an .lca file, got '{args.output}'.")
     _check_output_folder(args.output)
+    if args.body == "anny" and args.smplx is not None:
+        raise AvatarError("--smplx gives an SMPL-X model file, which an Anny build does not use: "
+                          "drop --body anny, or drop --smplx.")  # fmt: skip
+    if args.body == "smplx" and args.smplx is None:
+        raise AvatarError(
+            "--body smplx needs the SMPL-X model file: download SMPLX_NEUTRAL.npz from the SMPL-X "
+            "website (free registration, non-commercial licence) and add --smplx SMPLX_NEUTRAL.npz."
+        )
+    body_model = body_choice("smplx" if args.smplx is not None else "anny", args.smplx)
     cache = None if args.no_cache else (args.cache or "auto")
     report = build_avatar(
         args.inputs, args.output, quality=args.quality, device=args.device, cache=cache,
-        progress=progress, seed=args.seed, stop_after=args.stop_after,
+        progress=progress, seed=args.seed, stop_after=args.stop_after, body_model=body_model,
     )  # fmt: skip
     for source, reason in report.skipped.items():
         print(f"Skipped {source}: {reason}", file=sys.stderr)

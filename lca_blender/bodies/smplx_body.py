@@ -75,11 +75,11 @@ _MIN_BONE_LENGTH = 0.01  # metres
 _LEAF_LENGTH_RATIO = 0.5  # a leaf bone's length, relative to the distance from its parent's head
 
 _CACHE_FORMAT = "lca-smplx-cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the facial landmark embedding
 
 
 @dataclass(frozen=True)
-class _ModelArrays:
+class SmplxArrays:
     """The numbers of an SMPL-X model that the project uses, in SMPL-X's own frame."""
 
     template: np.ndarray  # [V, 3] float32 mean template vertices
@@ -89,6 +89,10 @@ class _ModelArrays:
     skin_weights: np.ndarray  # [V, J] float32 dense linear-blend-skinning weights
     parents: np.ndarray  # [J] int32, -1 for the root
     triangles: np.ndarray  # [F, 3] int32
+    # The 51 static facial landmarks (the 68-point face layout without its 17 contour points) as
+    # points on triangles; [0, 3] when the model file has no landmark embedding.
+    landmark_corners: np.ndarray  # [L, 3] int32 vertices of each landmark's triangle
+    landmark_barycentrics: np.ndarray  # [L, 3] float32
 
 
 def convert_smplx_model(model_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
@@ -105,7 +109,14 @@ def convert_smplx_model(model_path: str | os.PathLike, cache_dir: str | os.PathL
     return _converted_model(Path(model_path), Path(cache_dir))[0]
 
 
-def _converted_model(source: Path, folder: Path) -> tuple[Path, _ModelArrays, str]:
+def smplx_arrays(model_path: str | os.PathLike, cache_dir: str | os.PathLike) -> tuple[SmplxArrays, str]:
+    """The model's arrays (in SMPL-X's frame, converted as `convert_smplx_model` does) and the
+    model file's sha256. Raises BodyModelError for an unusable model file."""
+    _, model, sha256 = _converted_model(Path(model_path), Path(cache_dir))
+    return model, sha256
+
+
+def _converted_model(source: Path, folder: Path) -> tuple[Path, SmplxArrays, str]:
     """The converted file, its arrays and the source's sha256, converting only when needed."""
     _check_source_path(source)
     sha256 = _file_sha256(source)
@@ -128,7 +139,7 @@ def _converted_model(source: Path, folder: Path) -> tuple[Path, _ModelArrays, st
         "source_name": source.name,
         "source_sha256": sha256,
     }
-    arrays = {name: getattr(model, name) for name in _ModelArrays.__dataclass_fields__}
+    arrays = {name: getattr(model, name) for name in SmplxArrays.__dataclass_fields__}
     arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), np.uint8)
     with atomic_output(converted) as temporary, open(temporary, "wb") as handle:
         # A file object, not a name: np.savez would append ".npz" to the temporary name.
@@ -328,7 +339,7 @@ def _read_array(archive: np.lib.npyio.NpzFile, path: Path, key: str, kinds: str,
     return array
 
 
-def _read_model_file(path: Path) -> _ModelArrays:
+def _read_model_file(path: Path) -> SmplxArrays:
     """Read and check the arrays of an SMPL-X .npz release; never unpickles."""
     with _open_npz(path, "SMPL-X .npz model") as archive:
         regressor = _read_array(archive, path, "J_regressor", "f", (None, None))
@@ -343,6 +354,13 @@ def _read_model_file(path: Path) -> _ModelArrays:
         weights = _read_array(archive, path, "weights", "f", (vertex_count, _JOINT_COUNT))
         kintree = _read_array(archive, path, "kintree_table", "iu", (2, _JOINT_COUNT))
         faces = _read_array(archive, path, "f", "iu", (None, 3))
+        landmark_faces = np.zeros(0, np.int64)
+        landmark_barycentrics = np.zeros((0, 3), np.float32)
+        if {"lmk_faces_idx", "lmk_bary_coords"} <= set(archive.files):
+            landmark_faces = _read_array(archive, path, "lmk_faces_idx", "iu", (None,))
+            landmark_barycentrics = _read_array(
+                archive, path, "lmk_bary_coords", "f", (landmark_faces.shape[0], 3)
+            )
 
     if shapedirs.shape[2] >= _FULL_SHAPE_SPACE + _FULL_EXPRESSION_SPACE:
         shape_count, expression_count = _FULL_SHAPE_SPACE, _FULL_EXPRESSION_SPACE
@@ -360,11 +378,13 @@ def _read_model_file(path: Path) -> _ModelArrays:
         raise BodyModelError(f"'{path}': 'kintree_table' does not describe SMPL-X's joint tree.")
     if faces.size and faces.max() >= vertex_count:
         raise BodyModelError(f"'{path}': 'f' refers to vertices the model does not have.")
+    if landmark_faces.size and landmark_faces.max() >= faces.shape[0]:
+        raise BodyModelError(f"'{path}': 'lmk_faces_idx' refers to triangles the model does not have.")
     if weights.min() < -1e-4 or (weights.sum(axis=1) <= 1e-6).any():
         raise BodyModelError(
             f"'{path}': 'weights' must be non-negative with every vertex bound to some joint."
         )
-    return _ModelArrays(
+    return SmplxArrays(
         template=template.astype(np.float32),
         shape_directions=shapedirs[:, :, :shape_count].astype(np.float32),
         expression_directions=shapedirs[:, :, shape_count : shape_count + expression_count].astype(
@@ -374,10 +394,12 @@ def _read_model_file(path: Path) -> _ModelArrays:
         skin_weights=np.clip(weights, 0.0, None).astype(np.float32),
         parents=parents.astype(np.int32),
         triangles=faces.astype(np.int32),
+        landmark_corners=faces[landmark_faces].astype(np.int32).reshape(-1, 3),
+        landmark_barycentrics=landmark_barycentrics.astype(np.float32),
     )
 
 
-def _read_converted(path: Path, expected_sha256: str) -> _ModelArrays:
+def _read_converted(path: Path, expected_sha256: str) -> SmplxArrays:
     """The arrays of a file converted from the model with `expected_sha256`; BodyModelError if
     it is unreadable, stale or from another model."""
     with _open_npz(path, "SMPL-X cache file") as archive:
@@ -395,7 +417,10 @@ def _read_converted(path: Path, expected_sha256: str) -> _ModelArrays:
             raise BodyModelError(f"'{path}' was made from another model or by another version.")
         regressor = _read_array(archive, path, "joint_regressor", "f", (_JOINT_COUNT, None))
         vertex_count = regressor.shape[1]
-        return _ModelArrays(
+        corners = _read_array(archive, path, "landmark_corners", "i", (None, 3))
+        if corners.size and corners.max() >= vertex_count:
+            raise BodyModelError(f"'{path}': 'landmark_corners' refers to vertices the model does not have.")
+        return SmplxArrays(
             template=_read_array(archive, path, "template", "f", (vertex_count, 3)),
             shape_directions=_read_array(archive, path, "shape_directions", "f", (vertex_count, 3, None)),
             expression_directions=_read_array(
@@ -405,6 +430,10 @@ def _read_converted(path: Path, expected_sha256: str) -> _ModelArrays:
             skin_weights=_read_array(archive, path, "skin_weights", "f", (vertex_count, _JOINT_COUNT)),
             parents=_read_array(archive, path, "parents", "i", (_JOINT_COUNT,)),
             triangles=_read_array(archive, path, "triangles", "i", (None, 3)),
+            landmark_corners=corners,
+            landmark_barycentrics=_read_array(
+                archive, path, "landmark_barycentrics", "f", (corners.shape[0], 3)
+            ),
         )
 
 

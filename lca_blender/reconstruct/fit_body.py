@@ -9,8 +9,9 @@ person masks:
   MediaPipe's visibility and with a robust loss; hands and face count only where found;
 - silhouettes: every body vertex must project inside the mask (a distance transform sampled at
   the projected vertices), and every point of the mask's outline must have a vertex near it;
-- priors: the pose stays near Anny's relaxed rest pose, the phenotype near the average, and
-  bones no photo can show (toes, metacarpals, eyes) do not move.
+- priors: the pose stays near the rest pose (Anny's relaxed A-pose), the shape near the average
+  (Anny's phenotype, SMPL-X's betas), and bones no photo can show (toes, metacarpals, eyes) do
+  not move.
 
 Cameras: the body defines the world (its root does not move); each photo gets its own camera, as
 if the camera went round the person or the person turned in front of it. A camera starts from the
@@ -19,7 +20,11 @@ the front half, one without a face and with a hidden nose from the back half. Wh
 structure-from-motion tied the photos together, its cameras (aligned to these by a similarity)
 replace the independent guesses and give the focal length.
 
-The result is converted to the cached Anny rig for the fitted phenotype and a `Pose` on it.
+The body model is either Anny (the default: its phenotype is the shape, jawOpen opens the mouth)
+or SMPL-X from the user's own model file (`fit_body_smplx`: betas are the shape, the jaw is a
+joint). Both stand behind `FittableBody`, so the landmarks, silhouettes, cameras and priors above
+are one code path. The result is converted to the body's rig for the fitted shape (the cached Anny
+rig for the phenotype, or `smplx_rig` for the betas) and a `Pose` on it.
 """
 
 from __future__ import annotations
@@ -28,15 +33,20 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..avatar import ARKIT_EXPRESSIONS, Rig
+from ..avatar import ARKIT_EXPRESSIONS, Pose, Rig
 from ..errors import AvatarError
 from ..preview import Camera, look_at
 from ..progress import Progress
 from .perceive import Perception
 from .views import BodyFit, View
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +80,107 @@ class _Targets:
     weights: np.ndarray  # [C, P]
 
 
-class _BodyModel:
+BODY_MODELS = ("anny", "smplx")
+
+
+@dataclass(frozen=True)
+class BodyChoice:
+    """The body model a build fits: Anny, or SMPL-X from the user's own model file."""
+
+    model: str = "anny"  # one of BODY_MODELS
+    smplx_file: Path | None = None  # the SMPL-X .npz release (model "smplx")
+    smplx_sha256: str | None = None  # its sha256: builds on different files never share a fit
+
+    def cache_settings(self) -> dict[str, Any]:
+        """What of the choice shapes a build's result, for the build's cache key."""
+        return {"body": self.model, "smplx_sha256": self.smplx_sha256}
+
+    def rig(self, body_parameters: dict[str, Any]) -> Rig:
+        """The fitted rig again, from the `body_parameters` of the rig a fit returned."""
+        if self.model == "smplx":
+            from ..bodies.smplx_body import smplx_rig
+
+            return smplx_rig(self.smplx_file, _body_cache(), betas=np.asarray(body_parameters["betas"]))
+        from ..bodies.anny_body import anny_rig
+
+        return anny_rig(body_parameters["phenotype"])
+
+
+def body_choice(model: str = "anny", smplx_file: str | Path | None = None) -> BodyChoice:
+    """A checked BodyChoice: SMPL-X needs its model file, which is checked (and converted into the
+    body cache) now, before any photo is looked at. Raises AvatarError (BodyModelError for an
+    unusable model file)."""
+    if model not in BODY_MODELS:
+        raise AvatarError(f"Unknown body model '{model}'. Use one of: {', '.join(BODY_MODELS)}.")
+    if model == "anny":
+        if smplx_file is not None:
+            raise AvatarError("An SMPL-X model file was given for an Anny build; choose the SMPL-X body.")
+        return BodyChoice()
+    if smplx_file is None:
+        raise AvatarError(
+            "Fitting SMPL-X needs its model file: download SMPLX_NEUTRAL.npz from the SMPL-X website "
+            "(registration, non-commercial licence) and pass it with --smplx."
+        )
+    from ..bodies.smplx_body import smplx_arrays
+
+    _, sha256 = smplx_arrays(smplx_file, _body_cache())
+    return BodyChoice("smplx", Path(smplx_file).resolve(), sha256)
+
+
+def _body_cache() -> Path:
+    from ..paths import cache_dir
+
+    return cache_dir() / "bodies"
+
+
+@dataclass(frozen=True)
+class PosedBody:
+    """A body model evaluated during the fit."""
+
+    vertices: torch.Tensor  # [V, 3] the posed mesh in the fit's world
+    points: torch.Tensor  # [P, 3] the points the landmarks name, in `_landmark_targets`' order
+    output: Any  # the model's own result, for `FittableBody.result`
+
+
+@dataclass(frozen=True)
+class FittedRig:
+    """The fit's outcome on the body model's rig."""
+
+    rig: Rig
+    pose: Pose
+    expressions: np.ndarray  # [E] float32, E = len(rig.expression_names)
+    lift: np.ndarray  # [3] the rig's world minus the fit's world (Anny's rig stands on z = 0)
+    report: dict[str, Any]  # the shape and face figures worth reporting
+
+
+class FittableBody(Protocol):
+    """What fit_body needs of a body model: Anny (`_AnnyBody`) or SMPL-X (`fit_body_smplx`).
+
+    The body owns its shape parameters; fit_body owns a rotation vector per joint (zero: the
+    model's rest pose, Anny's A-pose or SMPL-X's T-pose) and the cameras.
+    """
+
+    joint_count: int
+    rest_vertices: np.ndarray  # [V, 3] the mesh at the starting shape and rest pose
+    free: np.ndarray  # [J] bool: joints the photos can show (the others keep their rest rotation)
+    fingers: np.ndarray  # [J] bool: finger joints (a softer pose prior)
+    shape: torch.Tensor  # the shape parameters, optimised
+    extra: list  # other parameters optimised with the shape (Anny's jawOpen)
+
+    def posed(self, rotvecs: torch.Tensor) -> PosedBody:  # rotvecs [J, 3], frozen joints zeroed
+        ...
+
+    def shape_prior(self) -> torch.Tensor: ...
+
+    def face_prior(self) -> torch.Tensor | float: ...
+
+    def result(self, posed: PosedBody) -> FittedRig: ...
+
+
+class _AnnyBody:
     """Anny's torch model with the fitter's parameters and the 3D points the landmarks name."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, face_seen: bool) -> None:
         import torch
 
         self.model = model
@@ -99,9 +206,60 @@ class _BodyModel:
                 local = np.linalg.inv(frames[last, :3, :3]) @ (direction / max(length, 1e-6))
                 self.tip_offsets[(finger, side)] = (last, local * 0.8 * length)
         self.surface = _surface_points(vertices, self.labels, frames, model)
+        self.shape = torch.zeros(len(PHENOTYPE), requires_grad=True)  # phenotype logits
+        self.jaw_logit = torch.full((1,), -4.0, requires_grad=face_seen)
+        self.extra = [self.jaw_logit]
 
     def index(self, name: str) -> int:
         return self.labels.index(name)
+
+    def posed(self, rotvecs: torch.Tensor) -> PosedBody:
+        import roma
+        import torch
+
+        phenotype = torch.sigmoid(self.shape)
+        deltas = torch.eye(4).repeat(1, self.joint_count, 1, 1)
+        rotations = roma.rotvec_to_rotmat(rotvecs)
+        deltas = torch.cat([torch.cat([rotations, torch.zeros(self.joint_count, 3, 1)], 2),
+                            deltas[0, :, 3:, :]], 1)[None]  # fmt: skip
+        output = self.model(
+            pose_parameters=deltas,
+            phenotype_kwargs={name: phenotype[i : i + 1] for i, name in enumerate(PHENOTYPE)},
+            facial_actions={"jawOpen": torch.sigmoid(self.jaw_logit)},
+            pose_parameterization="local-bone-world",
+        )
+        return PosedBody(output["vertices"][0].float(), _model_points(self, output), output)
+
+    def shape_prior(self) -> torch.Tensor:
+        import torch
+
+        return ((torch.sigmoid(self.shape) - 0.5) ** 2).sum() * 0.02
+
+    def face_prior(self) -> torch.Tensor:
+        import torch
+
+        return 0.02 * torch.sigmoid(self.jaw_logit).sum() ** 2
+
+    def result(self, posed: PosedBody) -> FittedRig:
+        import torch
+
+        from ..bodies.anny_body import anny_rig
+
+        with torch.no_grad():
+            phenotype = {
+                name: float(value) for name, value in zip(PHENOTYPE, torch.sigmoid(self.shape), strict=True)
+            }
+            jaw = float(torch.sigmoid(self.jaw_logit))
+        rig = anny_rig(phenotype)
+        pose = _pose_on_rig(rig, posed.output)
+        expressions = np.zeros(len(ARKIT_EXPRESSIONS), np.float32)
+        expressions[list(ARKIT_EXPRESSIONS).index("jawOpen")] = jaw if jaw > 0.05 else 0.0
+        lift = np.asarray(rig.body_parameters["lift"], np.float64)
+        report = {
+            "phenotype": {name: round(value, 3) for name, value in phenotype.items()},
+            "jawOpen": round(jaw, 3),
+        }
+        return FittedRig(rig, pose, expressions, lift, report)
 
 
 def _surface_points(vertices: np.ndarray, labels: list[str], frames: np.ndarray, model) -> dict[str, int]:
@@ -147,7 +305,7 @@ def _landmark_targets(perceptions: Sequence[Perception], longest: Sequence[float
     return _Targets(points, weights)
 
 
-def _model_points(body: _BodyModel, output) -> torch.Tensor:  # noqa: F821
+def _model_points(body: _AnnyBody, output) -> torch.Tensor:
     """[P, 3] the body's points in the landmarks' order (see `_landmark_targets`)."""
     import torch
 
@@ -240,20 +398,20 @@ def fit_body(
     progress: Progress | None = None,
     photos: Sequence | None = None,
     seed: int = 0,
+    body: BodyChoice | None = None,
 ) -> BodyFit:
-    """Fit Anny to the perceived photos; `photos` (ingest's Photo, same order) gives the views' pixels.
+    """Fit the body model (`body`, Anny by default) to the perceived photos; `photos` (ingest's
+    Photo, same order) gives the views' pixels.
 
     `sfm` is the cameras stage's result (or None).
     """
     import torch
 
-    from ..bodies.anny_body import anny_rig, load_anny_model
-
     progress = progress or Progress()
     if not perceptions:
         raise AvatarError("No photo shows a person to fit a body to.")
     torch.manual_seed(seed)
-    body = _BodyModel(load_anny_model())
+    model = _fittable_body(body or BodyChoice(), any(seen.face is not None for seen in perceptions))
     shapes = [seen.mask.shape for seen in perceptions]
     longest = [float(max(shape)) for shape in shapes]
     centres = torch.tensor(
@@ -265,35 +423,16 @@ def fit_body(
     silhouettes = _Silhouettes([seen.mask for seen in perceptions], longest)
     view_count = len(perceptions)
 
-    # Parameters.
-    phenotype_logits = torch.zeros(len(PHENOTYPE), requires_grad=True)
-    rotvecs = torch.zeros(body.joint_count, 3, requires_grad=True)
-    jaw_logit = torch.full((1,), -4.0, requires_grad=any(seen.face is not None for seen in perceptions))
+    # Parameters (the body's shape parameters are its own).
+    rotvecs = torch.zeros(model.joint_count, 3, requires_grad=True)
     log_focal = torch.full((view_count,), math.log(DEFAULT_FOCAL))
-    free = torch.as_tensor(body.free, dtype=torch.float32)[:, None]
-
-    def evaluate(with_face: bool = True):
-        import roma
-
-        phenotype = torch.sigmoid(phenotype_logits)
-        deltas = torch.eye(4).repeat(1, body.joint_count, 1, 1)
-        rotations = roma.rotvec_to_rotmat(rotvecs * free)
-        deltas = torch.cat([torch.cat([rotations, torch.zeros(body.joint_count, 3, 1)], 2),
-                            deltas[0, :, 3:, :]], 1)[None]  # fmt: skip
-        output = body.model(
-            pose_parameters=deltas,
-            phenotype_kwargs={name: phenotype[i : i + 1] for i, name in enumerate(PHENOTYPE)},
-            facial_actions={"jawOpen": torch.sigmoid(jaw_logit)} if with_face else None,
-            pose_parameterization="local-bone-world",
-        )
-        return output
+    free = torch.as_tensor(model.free, dtype=torch.float32)[:, None]
 
     with torch.no_grad():
-        rest_output = evaluate()
-    rest_points = _model_points(body, rest_output)
+        rest_points = model.posed(rotvecs * free).points
     progress.update(0.02, "choosing each photo's camera direction")
     camera_rotations, camera_translations = _initial_cameras(
-        perceptions, rest_points, target_points, target_weights, torch.exp(log_focal), body
+        perceptions, rest_points, target_points, target_weights, torch.exp(log_focal), model
     )
     sfm_photos = 0
     if sfm is not None:
@@ -304,47 +443,47 @@ def fit_body(
     camera_translations = camera_translations.detach().clone().requires_grad_(True)
     base_rotations = camera_rotations.detach()
 
+    vertex_count = model.rest_vertices.shape[0]
     vertex_subset = torch.as_tensor(
-        np.random.default_rng(seed).choice(body.rest_vertices.shape[0], 3000, replace=False)
+        np.random.default_rng(seed).choice(vertex_count, min(3000, vertex_count), replace=False)
     )
     groups = [
         {"params": [camera_rotvecs], "lr": 0.01},
         {"params": [camera_translations], "lr": 0.01},
         {"params": [rotvecs], "lr": 0.01},
-        {"params": [phenotype_logits, jaw_logit], "lr": 0.03},
+        {"params": [model.shape, *model.extra], "lr": 0.03},
     ]
     optimizer = torch.optim.Adam(groups)
-    body_weights = torch.ones(body.joint_count, 1)
-    body_weights[torch.as_tensor(body.fingers)] = 0.2
+    body_weights = torch.ones(model.joint_count, 1)
+    body_weights[torch.as_tensor(model.fingers)] = 0.2
     report: dict = {}
     for step in range(steps):
         import roma
 
         fraction = step / max(steps - 1, 1)
         optimizer.zero_grad()
-        output = evaluate()
+        posed = model.posed(rotvecs * free)
         rotations = roma.rotvec_to_rotmat(camera_rotvecs) @ base_rotations
         focal = torch.exp(log_focal)
-        points = _model_points(body, output)
-        projected, depth = _project(points, rotations, camera_translations, focal)
+        projected, depth = _project(posed.points, rotations, camera_translations, focal)
         residual = projected - target_points
         landmark_loss = (target_weights * _robust(residual, 0.03)).sum() / target_weights.sum().clamp_min(1)
         loss = landmark_loss
         silhouette_weight = 0.0 if fraction < 0.25 else 1.0
         if silhouette_weight:
-            vertices = output["vertices"][0].float()[vertex_subset]
+            vertices = posed.vertices[vertex_subset]
             vertex_projected, _ = _project(vertices, rotations, camera_translations, focal)
             vertex_projected = vertex_projected + centres[:, None]
             loss = loss + silhouette_weight * silhouettes.loss(list(vertex_projected))
         pose_prior = ((rotvecs * free) ** 2 * body_weights).sum() * 0.002
-        shape_prior = ((torch.sigmoid(phenotype_logits) - 0.5) ** 2).sum() * 0.02
-        pose_prior = pose_prior + 0.02 * torch.sigmoid(jaw_logit).sum() ** 2
+        shape_prior = model.shape_prior()
+        pose_prior = pose_prior + model.face_prior()
         loss = loss + pose_prior + shape_prior + 1e-4 * (camera_rotvecs**2).sum()
         loss.backward()
         # Early on only the cameras and the big joints move: a fair start for the rest.
         if fraction < 0.1:
             rotvecs.grad.zero_()
-            phenotype_logits.grad.zero_()
+            model.shape.grad.zero_()
         optimizer.step()
         if step % 10 == 0 or step == steps - 1:
             pixels = (residual.detach().norm(dim=-1) * torch.tensor(longest)[:, None])[target_weights > 0]
@@ -358,27 +497,29 @@ def fit_body(
             )
 
     with torch.no_grad():
-        output = evaluate()
+        posed = model.posed(rotvecs * free)
         rotations = roma.rotvec_to_rotmat(camera_rotvecs) @ base_rotations
-        phenotype = {
-            name: float(value) for name, value in zip(PHENOTYPE, torch.sigmoid(phenotype_logits), strict=True)
-        }
-        jaw = float(torch.sigmoid(jaw_logit))
     progress.update(0.96, "building the fitted body's rig")
-    rig = anny_rig(phenotype)
-    pose = _pose_on_rig(rig, output)
-    expressions = np.zeros(len(ARKIT_EXPRESSIONS), np.float32)
-    expressions[list(ARKIT_EXPRESSIONS).index("jawOpen")] = jaw if jaw > 0.05 else 0.0
-    lift = np.asarray(rig.body_parameters["lift"], np.float64)
+    fitted = model.result(posed)
     views = _views(perceptions, photos, rotations.numpy(), camera_translations.detach().numpy(),
-                   torch.exp(log_focal).numpy(), longest, lift)  # fmt: skip
-    report.update(
-        phenotype={name: round(value, 3) for name, value in phenotype.items()},
-        jawOpen=round(jaw, 3),
-        cameras=f"structure-from-motion for {sfm_photos} photo(s)" if sfm_photos else "body-relative",
-    )
+                   torch.exp(log_focal).numpy(), longest, fitted.lift)  # fmt: skip
+    report.update(fitted.report)
+    report["cameras"] = f"structure-from-motion for {sfm_photos} photo(s)" if sfm_photos else "body-relative"
     progress.update(1.0, f"body fitted: landmark error {report['landmark_error_px_median']} px")
-    return BodyFit(rig=rig, pose=pose, expressions=expressions, views=views, report=report)
+    return BodyFit(
+        rig=fitted.rig, pose=fitted.pose, expressions=fitted.expressions, views=views, report=report
+    )
+
+
+def _fittable_body(choice: BodyChoice, face_seen: bool) -> FittableBody:
+    """The chosen body model, ready to fit (`face_seen`: some photo shows the face)."""
+    if choice.model == "smplx":
+        from .fit_body_smplx import SmplxBody
+
+        return SmplxBody(choice.smplx_file, _body_cache(), face_seen)
+    from ..bodies.anny_body import load_anny_model
+
+    return _AnnyBody(load_anny_model(), face_seen)
 
 
 def _initial_cameras(perceptions, rest_points, target_points, target_weights, focal, body):

@@ -33,13 +33,14 @@ from ..formats.lca import read_avatar, write_avatar
 from ..paths import cache_dir
 from ..preview import Camera
 from ..progress import Progress
+from .fit_body import BodyChoice
 from .ingest import IngestResult, Photo, collect_inputs, ingest
 from .perceive import PerceiveResult, Perception, perceive
 from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 1  # bump when a stage's cached result changes meaning
+PIPELINE_VERSION = 2  # bump when a stage's cached result changes meaning (2: the body model)
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
@@ -99,6 +100,11 @@ class StageCache:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
+def build_settings(settings: Preset, seed: int, body_model: BodyChoice) -> dict[str, Any]:
+    """The settings that shape a build's result, for `build_key`."""
+    return {"preset": dataclasses.asdict(settings), "seed": seed, **body_model.cache_settings()}
+
+
 def build_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
     """A hash of the inputs' names and bytes and of the settings that shape the result."""
     digest = hashlib.sha256(json.dumps({"version": PIPELINE_VERSION, **settings}, sort_keys=True).encode())
@@ -138,17 +144,21 @@ def build_avatar(
     progress: Progress | None = None,
     seed: int = 0,
     stop_after: str | None = None,
+    body_model: BodyChoice | None = None,
 ) -> BuildReport:
     """Build an avatar from photos or a video; see the module docstring for the stages.
 
     `stop_after` names a stage after which to stop (its results cached, no avatar written).
+    `body_model` is the body to fit (`fit_body.body_choice`; default Anny); it is part of the
+    cache key, so builds on different body models never share a stage.
     """
     progress = progress or Progress()
     progress.plan(STAGE_SHARES)
     settings = preset(quality)
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
-    key = build_key(files, {"preset": dataclasses.asdict(settings), "seed": seed})
+    body_model = body_model or BodyChoice()
+    key = build_key(files, build_settings(settings, seed, body_model))
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())
@@ -172,8 +182,10 @@ def build_avatar(
     if stop_after == "cameras":
         return report
     body = _stage(report, stages, "fit_body", progress, "Fitting the body, hands and face",
-                  lambda: _fit_body(seen.perceptions, photos.photos, settings, sfm, progress, seed),
-                  _save_body, lambda meta, _: _load_body(meta, photos.photos, seen.perceptions))  # fmt: skip
+                  lambda: _fit_body(seen.perceptions, photos.photos, settings, sfm, progress, seed,
+                                    body_model),
+                  _save_body,
+                  lambda meta, _: _load_body(meta, photos.photos, seen.perceptions, body_model))  # fmt: skip
     report.body = dict(body.report)
     if stop_after == "fit_body":
         return report
@@ -278,12 +290,13 @@ def _own_signal_handlers():
                 signal.signal(number, handler)
 
 
-def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed) -> BodyFit:
+def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed, body_model: BodyChoice) -> BodyFit:
     from .fit_body import fit_body
 
     return fit_body(
-        perceptions, steps=settings.body_steps, sfm=sfm, progress=progress, photos=photos, seed=seed
-    )
+        perceptions, steps=settings.body_steps, sfm=sfm, progress=progress, photos=photos, seed=seed,
+        body=body_model,
+    )  # fmt: skip
 
 
 def _fit_gaussians(body: BodyFit, settings: Preset, device: str, progress, seed) -> GaussianAvatar:
@@ -392,7 +405,7 @@ def _camera_from_json(item: dict[str, Any]) -> Camera:
 
 def _save_body(body: BodyFit):
     meta = {
-        "phenotype": body.rig.body_parameters["phenotype"],
+        "body_parameters": body.rig.body_parameters,
         "capture": capture_to_json(body.pose, body.expressions, body.rig.expression_names),
         "cameras": [_camera_json(view.camera) | {"source": view.source} for view in body.views],
         "report": body.report,
@@ -400,10 +413,10 @@ def _save_body(body: BodyFit):
     return meta, {}
 
 
-def _load_body(meta, photos: Sequence[Photo], perceptions: Sequence[Perception]) -> BodyFit:
-    from ..bodies.anny_body import anny_rig
-
-    rig = anny_rig(meta["phenotype"])
+def _load_body(
+    meta, photos: Sequence[Photo], perceptions: Sequence[Perception], body_model: BodyChoice | None = None
+) -> BodyFit:
+    rig = (body_model or BodyChoice()).rig(meta["body_parameters"])
     pose, expressions = capture_from_json(meta["capture"], rig)
     pixels = {photo.source: photo.pixels for photo in photos}
     masks = {seen.source: seen.mask for seen in perceptions}
