@@ -251,11 +251,12 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
         try:
             if preview is None:
                 preview = posing.pose_splats(splats_object, context.evaluated_depsgraph_get())
+            settings = splats_object.lca  # the sliders, as the viewport applies them
             splats = Splats(
                 means=preview.means,
                 rotations=preview.rotations,
-                scales=preview.scales,
-                opacities=np.clip(preview.opacities, 0.0, 1.0),
+                scales=preview.scales * settings.splat_scale,
+                opacities=np.clip(preview.opacities * settings.opacity, 0.0, 1.0),
                 sh=preview.sh,
             )
             write_ply(self.filepath, splats)

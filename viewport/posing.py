@@ -63,21 +63,55 @@ def update_previews(
         for name in [name for name in state.previews() if name not in current]:
             state.remove_preview(name)
             _BOUND.pop(name, None)
+            _POSED_FROM.pop(name, None)
     for obj in objects:
         if not obj.lca.preview or body_of(obj) is None:
             state.remove_preview(obj.name)
             continue
         try:
-            state.set_preview(obj.name, pose_splats(obj, depsgraph))
+            _update_preview(obj, depsgraph)
         except AvatarError as error:
             # A handler cannot report to the artist; the preview keeps its last pose.
             logger.warning("LCA: cannot pose '%s': %s", obj.name, error)
     _tag_view3d_redraw()
 
 
+@dataclass(frozen=True)
+class _PosingInputs:
+    """Everything a preview is posed from; equal inputs give an equal preview."""
+
+    bound: _BoundSplats
+    world_vertices: np.ndarray  # [V, 3] the body's evaluated mesh in world space
+
+    def same_as(self, other: _PosingInputs | None) -> bool:
+        return (
+            other is not None
+            and other.bound is self.bound
+            and np.array_equal(other.world_vertices, self.world_vertices)
+        )
+
+
+# What each preview was last posed from: depsgraph updates that leave the body's mesh as it was
+# (selecting, renaming, the look and splat sliders, which the drawer applies) then cost no
+# re-posing, re-upload or re-sort.
+_POSED_FROM: dict[str, _PosingInputs] = {}
+
+
+def _update_preview(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> None:
+    inputs = _posing_inputs(splats, depsgraph)
+    if state.get_preview(splats.name) is not None and inputs.same_as(_POSED_FROM.get(splats.name)):
+        return
+    state.set_preview(splats.name, _posed(inputs))
+    _POSED_FROM[splats.name] = inputs
+
+
 def pose_splats(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> state.SplatPreview:
-    """The splats posed on their body's evaluated mesh, in world space, with the object's settings."""
-    from ..lca_blender.deform import pose_gaussians
+    """The splats posed on their body's evaluated mesh, in world space (the object's splat scale and
+    opacity sliders are not applied: the drawer applies them, see `draw.object_settings`)."""
+    return _posed(_posing_inputs(splats, depsgraph))
+
+
+def _posing_inputs(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> _PosingInputs:
     from ..lca_blender.errors import AvatarError
 
     body = body_of(splats)
@@ -93,13 +127,19 @@ def pose_splats(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> sta
     mesh.attributes["position"].data.foreach_get("vector", vertices)
     matrix = np.array(evaluated.matrix_world, np.float32)
     world_vertices = vertices.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
-    means, rotations, scales = pose_gaussians(bound.binding, world_vertices)
-    scales *= splats.lca.splat_scale
+    return _PosingInputs(bound, world_vertices)
+
+
+def _posed(inputs: _PosingInputs) -> state.SplatPreview:
+    from ..lca_blender.deform import pose_gaussians
+
+    bound = inputs.bound
+    means, rotations, scales = pose_gaussians(bound.binding, inputs.world_vertices)
     return state.SplatPreview(
         means=means,
         rotations=rotations,
         scales=scales,
-        opacities=bound.opacities * splats.lca.opacity,
+        opacities=bound.opacities,
         sh=bound.sh,
         albedo=bound.albedo,
         roughness=bound.roughness,
@@ -225,6 +265,7 @@ def on_depsgraph_update(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) 
 def on_load(*_arguments: object) -> None:
     """Rebuild every preview of the newly loaded file from its own data."""
     _BOUND.clear()
+    _POSED_FROM.clear()
     state.clear()
     scene = bpy.context.scene
     if scene is not None:
@@ -251,3 +292,4 @@ def unregister() -> None:
         if handler in handlers:
             handlers.remove(handler)
     _BOUND.clear()
+    _POSED_FROM.clear()

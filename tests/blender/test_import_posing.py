@@ -211,6 +211,24 @@ def test_posing_the_armature_and_shape_keys_moves_the_splats_as_the_core(
     assert not np.allclose(lifted, rest_means, atol=1e-3)
 
 
+def test_updates_that_leave_the_body_as_it_was_do_not_re_pose(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    rig, body, splats = _import(sample_lca)
+    scene = bpy.context.scene
+    first = _preview(splats, enabled_extension)
+    rig.select_set(True)
+    rig.data.display_type = "STICK"  # a depsgraph update of the rig that moves nothing
+    scene.frame_set(scene.frame_current)
+    assert _preview(splats, enabled_extension) is first  # no re-posing, re-upload or re-sort
+
+    rig.location = (0.0, 0.0, 0.25)
+    scene.frame_set(scene.frame_current)
+    lifted = _preview(splats, enabled_extension)
+    assert lifted.version == first.version + 1
+    np.testing.assert_allclose(lifted.means, first.means + [0.0, 0.0, 0.25], atol=1e-5)
+
+
 def test_keyframes_animate_the_splats(
     enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
 ) -> None:
@@ -280,8 +298,12 @@ def test_depsgraph_update_reposes_and_settings_apply(
     assert posed.version > rest.version
     assert not np.allclose(posed.means, rest.means, atol=1e-4)
     moved = np.linalg.norm(posed.means - rest.means, axis=1) > 1e-6
-    np.testing.assert_allclose(posed.scales[~moved], 2.0 * rest.scales[~moved], rtol=1e-5)
-    np.testing.assert_allclose(posed.opacities, 0.5 * rest.opacities, rtol=1e-6)
+    # The sliders are applied by the drawer (a push constant), not baked into the posed preview.
+    np.testing.assert_allclose(posed.scales[~moved], rest.scales[~moved], rtol=1e-5)
+    np.testing.assert_allclose(posed.opacities, rest.opacities, rtol=1e-6)
+    draw = importlib.import_module(f"{enabled_extension.__name__}.viewport.draw")
+    settings = draw.object_settings(splats.name)
+    assert (settings.splat_scale, settings.opacity) == (2.0, 0.5)
     splats.lca.preview = False
     posing.update_previews(bpy.context.scene, depsgraph)
     assert state.get_preview(splats.name) is None
@@ -292,13 +314,15 @@ def test_export_writes_the_posed_splats(
 ) -> None:
     rig, body, splats = _import(sample_lca)
     rig.pose.bones[FINGER].rotation_quaternion = (np.cos(0.4), np.sin(0.4), 0.0, 0.0)
+    splats.lca.splat_scale, splats.lca.opacity = 1.5, 0.5  # exported as the viewport shows them
     bpy.context.scene.frame_set(2)
     output = tmp_path / "posed.ply"
     assert bpy.ops.lca.export_posed_ply(filepath=str(output)) == {"FINISHED"}
     written = _module(core, "formats.ply").read_ply(output)
     preview = _preview(splats, enabled_extension)
     np.testing.assert_allclose(written.means, preview.means, atol=1e-6)
-    np.testing.assert_allclose(written.scales, preview.scales, rtol=1e-5)
+    np.testing.assert_allclose(written.scales, 1.5 * preview.scales, rtol=1e-5)
+    np.testing.assert_allclose(written.opacities, 0.5 * preview.opacities, rtol=1e-5, atol=1e-6)
 
 
 def test_disabling_after_use_leaves_nothing_behind(installed_extension, sample_lca: Path) -> None:
