@@ -84,13 +84,15 @@ def step_seconds(body: BodyFit, preset: Preset, side: int, probes: int) -> float
         torch.full((3,), 2.0),
     ).tensors()
     photos = [stage._photo(view, side, "cpu") for view in body.views]
+    corrections = [stage._CameraCorrection("cpu") for _ in photos]
     parameters = gaussians.parameters()
     for parameter in parameters:
         parameter.requires_grad_(True)
     times = []
     for index in range(probes):
         started = time.perf_counter()
-        stage._step_loss(gaussians, photos[index % len(photos)], lighting).backward()
+        which = index % len(photos)
+        stage._step_loss(gaussians, photos[which], lighting, corrections[which]).backward()
         times.append(time.perf_counter() - started)
     return float(np.median(times))
 

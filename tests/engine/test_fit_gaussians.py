@@ -142,6 +142,52 @@ def test_avatar_is_valid_and_round_trips(truth, orbit_fit, tmp_path):
     assert again.provenance["capture_lighting"] == orbit_fit.provenance["capture_lighting"]
 
 
+def test_exact_cameras_need_little_correction(orbit_fit):
+    # The photos' cameras are exact here: what the refinement moves them by is noise, under a pixel
+    # at 128 px (a couple of pixels is what a real body-fitted camera is corrected by).
+    assert max(orbit_fit.provenance["fit"]["camera_corrections_px"]) < 1.0
+
+
+def test_camera_correction_moves_the_gaussians_as_the_corrected_camera_sees_them():
+    from lca_blender.deform_torch import quaternion_to_matrix
+    from lca_blender.preview import Camera
+    from lca_blender.reconstruct.fit_gaussians import _CameraCorrection, _photo
+    from lca_blender.rotations import axis_angle_to_quaternion
+    from lca_blender.rotations import quaternion_to_matrix as matrix_of
+
+    def axis_angle_to_matrix(rotation_vector: np.ndarray) -> np.ndarray:
+        return matrix_of(axis_angle_to_quaternion(rotation_vector[None]))[0]
+
+    viewmat = np.eye(4)
+    viewmat[:3, :3] = axis_angle_to_matrix(np.array([0.3, -0.5, 0.2]))
+    viewmat[:3, 3] = [0.1, -0.2, 2.5]
+    camera = Camera("test", -viewmat[:3, :3].T @ viewmat[:3, 3], viewmat, np.diag([100.0, 100.0, 1.0]), 8, 8)
+    view = View("test", np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.float32), camera)
+    photo = _photo(view, 8, "cpu")
+    correction = _CameraCorrection("cpu")
+    turn, shift = np.array([0.02, -0.01, 0.03]), np.array([0.01, 0.02, -0.03])
+    with torch.no_grad():
+        correction.turns.copy_(torch.tensor(turn))
+        correction.shifts.copy_(torch.tensor(shift))
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(5, 3))
+    rotations = rng.normal(size=(5, 4))
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    moved, turned = correction.move(
+        photo, torch.tensor(means, dtype=torch.float32), torch.tensor(rotations, dtype=torch.float32)
+    )
+    corrected = np.eye(4)
+    corrected[:3, :3], corrected[:3, 3] = axis_angle_to_matrix(turn), shift
+    corrected = corrected @ viewmat
+    # Camera-frame positions and orientations agree: the old camera on the moved Gaussians, the
+    # corrected camera on the originals.
+    expected = means @ corrected[:3, :3].T + corrected[:3, 3]
+    assert np.allclose(moved.detach().numpy() @ viewmat[:3, :3].T + viewmat[:3, 3], expected, atol=1e-5)
+    seen = viewmat[:3, :3] @ quaternion_to_matrix(turned).detach().numpy()
+    expected_axes = corrected[:3, :3] @ quaternion_to_matrix(torch.tensor(rotations)).numpy()
+    assert np.allclose(seen, expected_axes, atol=1e-5)
+
+
 def test_one_front_photo_still_covers_the_back(truth):
     preset = Preset("test", max_side=128, gaussians=6000, body_steps=0, gaussian_steps=30)
     fitted = fit_gaussians(body_fit(truth, photographs(truth, [0.0])), preset)
