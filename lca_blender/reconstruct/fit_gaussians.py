@@ -84,6 +84,9 @@ FINAL_RATE = 0.1
 # photos agree on (1-3 px on the example subject), so the body still places the avatar.
 CAMERA_RATES = (4e-4, 1e-3)  # Adam rates of the turn and the shift
 CAMERA_PRIOR = (25.0, 2.5)
+# Gaussians whose blending weight summed over all photos' pixels stays below this count as unseen
+# (a visible splat on the example weighs tens of pixels; one under the skin about nothing).
+MIN_PHOTO_WEIGHT = 0.5
 _LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
@@ -609,6 +612,11 @@ def fit_gaussians(
             0.15 + 0.8 * (step + 1) / max(steps, 1), f"Fitting Gaussians: step {step + 1}/{steps}"
         )
 
+    progress.update(0.95, "Finding what the photos show")
+    # Gaussians the depth test called seen but that ended up under others (inner layers, the
+    # mouth's inside behind closed lips) got no say in any photo: their colours drifted freely,
+    # and they show when the body moves (an open jaw). They take the seen surface's colour too.
+    seen &= _photo_weights(gaussians, full, corrections) >= MIN_PHOTO_WEIGHT
     progress.update(0.96, "Filling what no photo saw")
     avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
     avatar.provenance["fit"] |= {
@@ -703,6 +711,28 @@ def _step_loss(
         + 0.01 * shadows
         + correction.prior()
     )
+
+
+def _photo_weights(
+    gaussians: _Gaussians, photos: list[_Photo], corrections: list[_CameraCorrection]
+) -> torch.Tensor:
+    """[N] each Gaussian's blending weight (opacity x falloff x transmittance) summed over the
+    pixels of every photo: the gradient of the rendered image of unit colours."""
+    with torch.no_grad():
+        means, rotations, scales = gaussians.posed()
+        opacities = gaussians.opacities()
+    totals = torch.zeros(means.shape[0], device=means.device)
+    for photo, correction in zip(photos, corrections, strict=True):
+        with torch.no_grad():
+            moved, turned = correction.move(photo, means, rotations)
+        unit = torch.ones(means.shape[0], 1, device=means.device, requires_grad=True)
+        result = render(
+            moved, turned, scales, opacities, unit, photo.viewmat, photo.intrinsics, photo.width,
+            photo.height, background=torch.zeros(1, device=means.device),
+        )  # fmt: skip
+        (weights,) = torch.autograd.grad(result.color.sum(), unit)
+        totals += weights[:, 0]
+    return totals
 
 
 def _finish(

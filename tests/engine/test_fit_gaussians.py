@@ -188,6 +188,43 @@ def test_camera_correction_moves_the_gaussians_as_the_corrected_camera_sees_them
     assert np.allclose(seen, expected_axes, atol=1e-5)
 
 
+def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
+    from types import SimpleNamespace
+
+    from lca_blender.preview import Camera
+    from lca_blender.reconstruct.fit_gaussians import _CameraCorrection, _photo, _photo_weights
+    from lca_blender.render import render
+
+    viewmat = np.eye(4)
+    viewmat[2, 3] = 2.0  # the camera 2 m in front of the origin, looking along +z
+    intrinsics = np.array([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
+    camera = Camera("test", np.array([0.0, 0.0, -2.0]), viewmat, intrinsics, 32, 32)
+    photo = _photo(
+        View("test", np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), np.float32), camera), 32, "cpu"
+    )
+    # A: a large opaque disc facing the camera; B: a small one right behind it; C: off to the side.
+    means = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.05], [0.45, 0.3, 0.0]])
+    rotations = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3)
+    scales = torch.tensor([[0.5, 0.5, 0.01], [0.03, 0.03, 0.01], [0.05, 0.05, 0.01]])
+    opacities = torch.tensor([0.99, 0.9, 0.7])
+    gaussians = SimpleNamespace(posed=lambda: (means, rotations, scales), opacities=lambda: opacities)
+
+    weights = _photo_weights(gaussians, [photo], [_CameraCorrection("cpu")])
+    alpha = render(
+        means, rotations, scales, opacities, torch.ones(3, 1), photo.viewmat, photo.intrinsics, 32, 32
+    ).alpha
+    # Per pixel the blending weights add up to the alpha, so over the image they add up to its sum.
+    assert float(weights.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
+    # Over B's few pixels A's alpha is about 0.99 (its falloff spans 10 px): 1-2 % gets through.
+    alone = SimpleNamespace(
+        posed=lambda: (means[1:2], rotations[1:2], scales[1:2]), opacities=lambda: opacities[1:2]
+    )
+    assert (
+        0 < float(weights[1]) < 0.02 * float(_photo_weights(alone, [photo], [_CameraCorrection("cpu")])[0])
+    )
+    assert float(weights[2]) > 1.0  # in plain view
+
+
 def test_one_front_photo_still_covers_the_back(truth):
     preset = Preset("test", max_side=128, gaussians=6000, body_steps=0, gaussian_steps=30)
     fitted = fit_gaussians(body_fit(truth, photographs(truth, [0.0])), preset)
