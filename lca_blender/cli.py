@@ -336,7 +336,34 @@ def command_info(args: argparse.Namespace, progress: Progress) -> None:
         print(json.dumps(description, indent=2))
         return
     for key, value in description.items():
-        print(f"{key:>16}: {value}")
+        if isinstance(value, dict) and any(isinstance(item, (dict, list)) for item in value.values()):
+            for sub_key, item in value.items():  # e.g. the provenance: one line per part
+                print(f"{key + '.' + sub_key:>16}: {_summary(item)}")
+        else:
+            print(f"{key:>16}: {_summary(value)}")
+
+
+def _summary(value, limit: int = 160) -> str:
+    """`value` on one readable line: dicts as "key value" pairs, long lists by their length, the
+    rest cut at `limit` characters (`info --json` has everything)."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{key} {_brief(item)}" for key, item in value.items())
+    else:
+        text = _brief(value, limit)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _brief(value, limit: int = 40) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return f"{{{len(value)} entries}}"
+    text = json.dumps(value)
+    if isinstance(value, list) and len(text) > limit:
+        return f"[{len(value)} items]"
+    return text
 
 
 def command_export(args: argparse.Namespace, progress: Progress) -> None:

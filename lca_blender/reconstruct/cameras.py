@@ -134,8 +134,10 @@ def structure_from_motion(
         logger.warning("Structure-from-motion skipped: pycolmap is not installed.")
         return None
 
-    # COLMAP logs every step of every photo at INFO; its warnings and errors are worth keeping.
-    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, pycolmap.logging.WARNING
+    # COLMAP logs every step at INFO, and "Failed to create any sparse model" at ERROR when photos
+    # do not tie together, which is an expected outcome here (the body then places the cameras);
+    # this module logs what happened in its own words, so only COLMAP's fatal messages go through.
+    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, pycolmap.logging.FATAL
     try:
         return _structure_from_motion(pycolmap, photos, masks, Path(workdir) / "sfm", progress)
     finally:

@@ -216,6 +216,17 @@ def test_info_prints_the_counts(cli, sample_path: Path):
     assert fields["expressions"] == "52"
 
 
+def test_info_text_summarises_long_values():
+    from lca_blender.cli import _summary
+
+    assert _summary({"gender": 0.55971234, "age": 0.5}) == "gender 0.5597, age 0.5"
+    assert _summary({"rotations": [[1.0, 0.0, 0.0, 0.0]] * 104, "expressions": {}}) == (
+        "rotations [104 items], expressions {0 entries}"
+    )
+    assert _summary([1, 2]) == "[1, 2]" and _summary("x" * 300).endswith("…")
+    assert len(_summary("x" * 300)) == 160
+
+
 def test_info_json(cli, sample_path: Path):
     result = cli("info", sample_path, "--json")
     assert result.returncode == EXIT_OK, result.stderr
