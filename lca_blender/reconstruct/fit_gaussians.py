@@ -87,6 +87,11 @@ CAMERA_PRIOR = (25.0, 2.5)
 # Gaussians whose blending weight summed over all photos' pixels stays below this count as unseen
 # (a visible splat on the example weighs tens of pixels; one under the skin about nothing).
 MIN_PHOTO_WEIGHT = 0.5
+# The mouth's inside is never in photos of a closed mouth, and the shading model has no occlusion:
+# its Gaussians (unseen, on vertices jawOpen moves by more than MOUTH_MOVES metres) get the dark
+# albedo of a shadowed cavity, so an opened jaw shows a dark mouth rather than skin.
+MOUTH_MOVES = 0.002
+MOUTH_ALBEDO = (0.06, 0.025, 0.025)
 _LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
@@ -619,6 +624,9 @@ def fit_gaussians(
     seen &= _photo_weights(gaussians, full, corrections) >= MIN_PHOTO_WEIGHT
     progress.update(0.96, "Filling what no photo saw")
     avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
+    mouth = _mouth_inside(gaussians, body.rig, seen)
+    avatar.albedo[mouth] = MOUTH_ALBEDO
+    avatar.sh[mouth] = ((linear_to_srgb(torch.tensor(MOUTH_ALBEDO)) - 0.5) / SH_C0).numpy()
     avatar.provenance["fit"] |= {
         "seconds": round(time.monotonic() - started, 1),
         "steps": steps,
@@ -711,6 +719,17 @@ def _step_loss(
         + 0.01 * shadows
         + correction.prior()
     )
+
+
+def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> np.ndarray:
+    """[N] bool: unseen Gaussians on the part of the mesh that jawOpen moves, i.e. inside the mouth
+    (the outside of the lips and chin is in the photos). None on rigs without a jawOpen shape."""
+    if "jawOpen" not in rig.expression_names:
+        return np.zeros(gaussians.triangle_ids.shape[0], bool)
+    deltas = rig.expression_deltas[rig.expression_names.index("jawOpen")]
+    moved = torch.as_tensor(np.linalg.norm(deltas, axis=1) > MOUTH_MOVES)
+    inside = moved.to(seen.device)[gaussians.corner_vertices].any(dim=1) & ~seen
+    return inside.cpu().numpy()
 
 
 def _photo_weights(

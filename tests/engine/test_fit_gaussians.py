@@ -224,6 +224,25 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     assert float(weights[2]) > 1.0  # in plain view
 
 
+def test_the_mouths_inside_is_the_unseen_part_that_jaw_open_moves():
+    from types import SimpleNamespace
+
+    from lca_blender.reconstruct.fit_gaussians import _mouth_inside
+
+    deltas = np.zeros((2, 5, 3), np.float32)
+    deltas[1, [3, 4]] = [0.0, 0.0, -0.01]  # jawOpen moves vertices 3 and 4 down by 1 cm
+    rig = SimpleNamespace(expression_names=["browInnerUp", "jawOpen"], expression_deltas=deltas)
+    # Gaussians on triangles (0 1 2), (2 3 4), (2 3 4), (0 1 2): seen, unseen, seen, unseen.
+    gaussians = SimpleNamespace(
+        triangle_ids=torch.tensor([0, 1, 1, 0]),
+        corner_vertices=torch.tensor([[0, 1, 2], [2, 3, 4], [2, 3, 4], [0, 1, 2]]),
+    )
+    seen = torch.tensor([True, False, True, False])
+    assert _mouth_inside(gaussians, rig, seen).tolist() == [False, True, False, False]
+    no_jaw = SimpleNamespace(expression_names=["browInnerUp"], expression_deltas=deltas[:1])
+    assert not _mouth_inside(gaussians, no_jaw, seen).any()
+
+
 def test_one_front_photo_still_covers_the_back(truth):
     preset = Preset("test", max_side=128, gaussians=6000, body_steps=0, gaussian_steps=30)
     fitted = fit_gaussians(body_fit(truth, photographs(truth, [0.0])), preset)
