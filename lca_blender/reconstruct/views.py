@@ -51,7 +51,7 @@ class Preset:
 
 PRESETS = {
     "preview": Preset("preview", max_side=256, gaussians=15_000, body_steps=200, gaussian_steps=150),
-    "standard": Preset("standard", max_side=512, gaussians=40_000, body_steps=400, gaussian_steps=500),
+    "standard": Preset("standard", max_side=512, gaussians=40_000, body_steps=400, gaussian_steps=800),
     "high": Preset("high", max_side=1024, gaussians=150_000, body_steps=600, gaussian_steps=3000),
 }
 
