@@ -624,9 +624,6 @@ def fit_gaussians(
     seen &= _photo_weights(gaussians, full, corrections) >= MIN_PHOTO_WEIGHT
     progress.update(0.96, "Filling what no photo saw")
     avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
-    mouth = _mouth_inside(gaussians, body.rig, seen)
-    avatar.albedo[mouth] = MOUTH_ALBEDO
-    avatar.sh[mouth] = ((linear_to_srgb(torch.tensor(MOUTH_ALBEDO)) - 0.5) / SH_C0).numpy()
     avatar.provenance["fit"] |= {
         "seconds": round(time.monotonic() - started, 1),
         "steps": steps,
@@ -721,15 +718,14 @@ def _step_loss(
     )
 
 
-def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> np.ndarray:
+def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> torch.Tensor:
     """[N] bool: unseen Gaussians on the part of the mesh that jawOpen moves, i.e. inside the mouth
     (the outside of the lips and chin is in the photos). None on rigs without a jawOpen shape."""
     if "jawOpen" not in rig.expression_names:
-        return np.zeros(gaussians.triangle_ids.shape[0], bool)
+        return torch.zeros_like(seen)
     deltas = rig.expression_deltas[rig.expression_names.index("jawOpen")]
-    moved = torch.as_tensor(np.linalg.norm(deltas, axis=1) > MOUTH_MOVES)
-    inside = moved.to(seen.device)[gaussians.corner_vertices].any(dim=1) & ~seen
-    return inside.cpu().numpy()
+    moved = torch.as_tensor(np.linalg.norm(deltas, axis=1) > MOUTH_MOVES, device=seen.device)
+    return moved[gaussians.corner_vertices].any(dim=1) & ~seen
 
 
 def _photo_weights(
@@ -776,6 +772,8 @@ def _finish(
         normals = _outward_normals(rotations)
         # The captured look is seen from every side: evaluate the shading facing the Gaussian.
         linear = _capture_colors(means, normals, normals, albedo, visibility, lighting)
+        mouth = _mouth_inside(gaussians, body.rig, seen)
+        albedo[mouth] = linear[mouth] = torch.tensor(MOUTH_ALBEDO, device=albedo.device)
         sh = ((linear_to_srgb(linear) - 0.5) / SH_C0)[:, None, :]
         count = gaussians.triangle_ids.shape[0]
         fit_psnrs = []
