@@ -5,6 +5,9 @@ comes from the engine (`.venv/bin/python -m lca_blender.cli new`); its rest spla
 a 3DGS .ply by the core writer. Ours builds the armature, the body (vertex groups, 52 shape keys)
 and the splats mesh with every attribute, then poses the first preview; Blender's
 `wm.ply_import` only reads the points. Prints JSON; the target ratio is at most 1.0.
+
+A second series of our imports times each part (reading the file, binding, each Blender object,
+the first pose), so that what the import spends its time on is in the output too.
 """
 
 from __future__ import annotations
@@ -80,6 +83,42 @@ def _best_of(bpy, repeats: int, run) -> list[float]:
     return seconds
 
 
+# (module under lca_avatars, function): the import's parts, timed in the second series.
+PARTS = (
+    ("lca_blender.formats.lca", "read_avatar"),
+    ("lca_blender.deform", "bind"),
+    ("operators.import_export", "_build_armature"),
+    ("operators.import_export", "_build_body"),
+    ("operators.import_export", "_build_splats"),
+    ("viewport.posing", "bind_splats"),
+    ("viewport.posing", "update_previews"),
+)
+
+
+@contextlib.contextmanager
+def _timed_parts(seconds: dict[str, list[float]]):
+    """Wrap each of PARTS so that every call adds its duration to `seconds[name]`."""
+    originals = []
+    for module_name, name in PARTS:
+        module = importlib.import_module(f"lca_avatars.{module_name}")
+        original = getattr(module, name)
+        originals.append((module, name, original))
+
+        def timed(*args, _original=original, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds.setdefault(_name, []).append(time.perf_counter() - started)
+
+        setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gaussians", type=int, default=200_000)
@@ -107,13 +146,20 @@ def main() -> None:
         ply_path = work / "bench.ply"
         write_ply(ply_path, pose_avatar(read_avatar(avatar_path)))
 
-        ours = _best_of(bpy, args.repeats, lambda: bpy.ops.lca.import_avatar(filepath=str(avatar_path)))
+        def import_ours():
+            bpy.ops.lca.import_avatar(filepath=str(avatar_path))
+
+        ours = _best_of(bpy, args.repeats, import_ours)
+        parts: dict[str, list[float]] = {}
+        with _timed_parts(parts):
+            _best_of(bpy, args.repeats, import_ours)
         with _quiet_stdout():  # Blender's importer prints a line per run; stdout is for the JSON
             theirs = _best_of(bpy, args.repeats, lambda: bpy.ops.wm.ply_import(filepath=str(ply_path)))
     finally:
         add_on.unregister()
 
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
+    part_medians = {name: statistics.median(seconds) for name, seconds in parts.items()}
     print(
         json.dumps(
             {
@@ -124,6 +170,8 @@ def main() -> None:
                 "blender_ply_import_s": round(theirs_s, 4),
                 "ratio": round(ours_s / theirs_s, 3),
                 "target_ratio_at_most": 1.0,
+                "ours_parts_ms": {name: round(1000 * s, 1) for name, s in part_medians.items()},
+                "ours_parts_ratio": {name: round(s / theirs_s, 3) for name, s in part_medians.items()},
                 "ours_all_s": [round(s, 4) for s in ours],
                 "theirs_all_s": [round(s, 4) for s in theirs],
             },

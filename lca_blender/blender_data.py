@@ -119,14 +119,12 @@ def splat_attributes(
     ('FLOAT_VECTOR'); see the module docstring for the names. `binding` is `bind(avatar)` when
     the caller has it already (the importer binds once for this and for the preview).
     """
-    rig = avatar.rig
-    frames = triangle_frames(rig.vertices, rig.triangles)
     binding = bind(avatar) if binding is None else binding
-    means, _, _ = pose_gaussians(binding, rig.vertices)
+    # Posing on the rest mesh gives the rest means and scales (the rotations are the binding's).
+    means, _, scales = pose_gaussians(binding, avatar.rig.vertices)
     # Each attribute is one contiguous row: transposing whole arrays once is far cheaper than
     # copying out 30 strided columns.
-    log_sizes = np.log(frames.sizes)[avatar.triangle_ids]
-    log_scale_rows = avatar.log_scales.T + log_sizes
+    log_scale_rows = np.log(scales.T)
     opacities = np.clip(avatar.opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
     sh_rows = np.ascontiguousarray(avatar.sh.transpose(2, 1, 0))  # [3, B, N]
 

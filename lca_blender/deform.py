@@ -234,13 +234,15 @@ def bind(avatar: GaussianAvatar) -> GaussianBinding:
     rig = avatar.rig
     corners = np.ascontiguousarray(rig.triangles.T, np.intp)
     rest = _triangle_geometry(np.ascontiguousarray(rig.vertices.T), corners)
-    rest_frames = matrix_to_quaternion(np.stack(rest.axes, axis=1).transpose(2, 0, 1).astype(np.float64))
+    # Entry (row, k) of a triangle's frame matrix is row `row` of its axis k, as [F] rows in float64.
+    entries = [rest.axes[column][row].astype(np.float64) for row in range(3) for column in range(3)]
+    rest_frames = np.array(quaternion_from_matrix_entries(*entries), np.float32)  # [4, F]
     triangle_ids = avatar.triangle_ids.astype(np.intp)
     # Each Gaussian's rotation at rest, in world axes: posing only turns it by its triangle's turn.
     # Computed on [4, N] rows in float32 (what is stored): bind runs on every import.
     rest_rotations = np.empty((4, triangle_ids.shape[0]), np.float32)
     _hamilton_rows(
-        np.take(np.ascontiguousarray(rest_frames.T, np.float32), triangle_ids, axis=1),
+        np.take(rest_frames, triangle_ids, axis=1),
         np.ascontiguousarray(avatar.rotations.T),
         out=rest_rotations,
     )
