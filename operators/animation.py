@@ -167,5 +167,24 @@ class LCA_OT_reset_expressions(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes: tuple[type, ...] = (LCA_OT_hand_pose, LCA_OT_reset_expressions)
+class LCA_OT_toggle_cage(bpy.types.Operator):
+    """Show or hide the avatar's body mesh, a wireframe cage around the splats (it never renders)"""
+
+    bl_idname = "lca.toggle_cage"
+    bl_label = "Body Cage"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return avatar_body(context.active_object) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        body = avatar_body(context.active_object)
+        # Hidden in the view layer, not disabled: a disabled body would not be evaluated, and the
+        # splats follow its evaluated mesh.
+        body.hide_set(not body.hide_get())
+        return {"FINISHED"}
+
+
+classes: tuple[type, ...] = (LCA_OT_hand_pose, LCA_OT_reset_expressions, LCA_OT_toggle_cage)
 register, unregister = bpy.utils.register_classes_factory(classes)

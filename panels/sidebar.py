@@ -80,6 +80,9 @@ class LCA_PT_avatar(_SidebarPanel, bpy.types.Panel):
         column.prop(settings, "look")
         column.prop(settings, "splat_scale", slider=True)
         column.prop(settings, "opacity", slider=True)
+        body = avatar_body(splats)
+        if body is not None:
+            box.operator("lca.toggle_cage", icon="MOD_WIREFRAME", depress=not body.hide_get())
 
 
 class LCA_PT_expressions(_SidebarPanel, bpy.types.Panel):

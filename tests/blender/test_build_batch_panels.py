@@ -598,6 +598,18 @@ def test_reset_expressions(ext, face_avatar) -> None:
     assert [key.value for key in keys] == [0.0] * len(keys)
 
 
+def test_toggle_cage_shows_and_hides_the_body_from_any_avatar_object(ext, face_avatar) -> None:
+    body = face_avatar.body
+    body.hide_set(True)  # as imported
+    for active, hidden_after in ((face_avatar.splats, False), (face_avatar.rig, True), (body, False)):
+        bpy.context.view_layer.objects.active = active
+        assert bpy.ops.lca.toggle_cage() == {"FINISHED"}
+        assert body.hide_get() == hidden_after, active.name
+        assert not body.hide_viewport  # still evaluated: the splats follow its evaluated mesh
+    bpy.context.view_layer.objects.active = None
+    assert not bpy.ops.lca.toggle_cage.poll()
+
+
 def test_expression_groups(ext) -> None:
     grouped = ext.sidebar.group_expressions(list(ext.core.avatar.ARKIT_EXPRESSIONS) + ["customWrinkle"])
     titles = [title for title, _ in grouped]
@@ -616,6 +628,7 @@ class _Recorder:
     """A stand-in UILayout that records what a panel draws and checks icons and properties exist."""
 
     icons = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+    operator_parameters = set(bpy.types.UILayout.bl_rna.functions["operator"].parameters.keys())
 
     def __init__(self, log: list) -> None:
         self.log = log
@@ -635,6 +648,7 @@ class _Recorder:
 
     def operator(self, idname: str, **kwargs) -> SimpleNamespace:
         self._check(kwargs)
+        assert set(kwargs) <= self.operator_parameters, kwargs
         self.log.append(("operator", idname))
         return SimpleNamespace()
 
@@ -702,6 +716,7 @@ def test_panels_draw_an_avatar(ext, face_avatar) -> None:
         "splat_scale",
         "opacity",
     ]
+    assert ("operator", "lca.toggle_cage") in log
 
     assert ext.sidebar.LCA_PT_expressions.poll(context)
     log = _draw(ext.sidebar.LCA_PT_expressions, context)
