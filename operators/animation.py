@@ -150,16 +150,21 @@ class LCA_OT_hand_pose(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class LCA_OT_reset_expressions(bpy.types.Operator):
-    """Set every expression shape key of the avatar back to 0"""
+class _BodyOperator:
+    """An undoable operator on the body of the active object's avatar."""
 
-    bl_idname = "lca.reset_expressions"
-    bl_label = "Reset Expressions"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return avatar_body(context.active_object) is not None
+
+
+class LCA_OT_reset_expressions(_BodyOperator, bpy.types.Operator):
+    """Set every expression shape key of the avatar back to 0"""
+
+    bl_idname = "lca.reset_expressions"
+    bl_label = "Reset Expressions"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         for key in expression_keys(avatar_body(context.active_object)):
@@ -167,16 +172,11 @@ class LCA_OT_reset_expressions(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class LCA_OT_toggle_cage(bpy.types.Operator):
+class LCA_OT_toggle_cage(_BodyOperator, bpy.types.Operator):
     """Show or hide the avatar's body mesh, a wireframe cage around the splats (it never renders)"""
 
     bl_idname = "lca.toggle_cage"
     bl_label = "Body Cage"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return avatar_body(context.active_object) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         body = avatar_body(context.active_object)
