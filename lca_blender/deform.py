@@ -27,6 +27,7 @@ import numpy as np
 from .avatar import GaussianAvatar, Pose, Rig, Splats
 from .errors import PoseError
 from .rotations import (
+    hamilton_rows,
     matrix_to_quaternion,
     quaternion_from_matrix_entries,
     quaternion_to_matrix,
@@ -241,7 +242,7 @@ def bind(avatar: GaussianAvatar) -> GaussianBinding:
     # Each Gaussian's rotation at rest, in world axes: posing only turns it by its triangle's turn.
     # Computed on [4, N] rows in float32 (what is stored): bind runs on every import.
     rest_rotations = np.empty((4, triangle_ids.shape[0]), np.float32)
-    _hamilton_rows(
+    hamilton_rows(
         np.take(rest_frames, triangle_ids, axis=1),
         np.ascontiguousarray(avatar.rotations.T),
         out=rest_rotations,
@@ -333,19 +334,9 @@ def _pose_chunk(
         )
 
     # (triangle's turn) * (rotation at rest); rotations[part].T is a [4, n] view of the output.
-    _hamilton_rows((tw, tx, ty, tz), binding.rest_rotations[:, part], out=rotations[part].T)
+    hamilton_rows((tw, tx, ty, tz), binding.rest_rotations[:, part], out=rotations[part].T)
     for axis in range(3):
         scales[part, axis] = binding.scale_factors[axis, part] * size
-
-
-def _hamilton_rows(a, b, out: np.ndarray) -> None:
-    """Hamilton products a * b of quaternions given as 4 rows (w, x, y, z) each, into `out`'s rows."""
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    out[0] = aw * bw - ax * bx - ay * by - az * bz
-    out[1] = aw * bx + ax * bw + ay * bz - az * by
-    out[2] = aw * by - ax * bz + ay * bw + az * bx
-    out[3] = aw * bz + ax * by - ay * bx + az * bw
 
 
 def pose_avatar(

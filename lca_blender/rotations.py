@@ -62,17 +62,21 @@ def quaternion_from_matrix_entries(
 
 def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a * b of [..., 4] quaternions (w, x, y, z): rotate by b, then by a."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
+    a, b = np.asarray(a), np.asarray(b)
+    product = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    hamilton_rows(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0), out=np.moveaxis(product, -1, 0))
+    return product
+
+
+def hamilton_rows(a, b, out: np.ndarray) -> None:
+    """Hamilton products a * b of quaternions given as 4 rows (w, x, y, z) each, into `out`'s rows
+    (the form of `quaternion_multiply` for data already laid out as rows)."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    out[0] = aw * bw - ax * bx - ay * by - az * bz
+    out[1] = aw * bx + ax * bw + ay * bz - az * by
+    out[2] = aw * by - ax * bz + ay * bw + az * bx
+    out[3] = aw * bz + ax * by - ay * bx + az * bw
 
 
 def axis_angle_to_quaternion(rotation_vectors: np.ndarray) -> np.ndarray:
