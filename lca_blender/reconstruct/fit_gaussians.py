@@ -720,7 +720,7 @@ def _step_loss(
 
 def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> torch.Tensor:
     """[N] bool: unseen Gaussians on the part of the mesh that jawOpen moves, i.e. inside the mouth
-    (the outside of the lips and chin is in the photos). None on rigs without a jawOpen shape."""
+    (the outside of the lips and chin is in the photos). All False on rigs without a jawOpen shape."""
     if "jawOpen" not in rig.expression_names:
         return torch.zeros_like(seen)
     deltas = rig.expression_deltas[rig.expression_names.index("jawOpen")]

@@ -72,7 +72,7 @@ def test_real_engine_build_reports_its_stages_and_cancels_cleanly(
     seen = [stage.split()[0] for stage, _ in stages]
     for stage in ("ingest", "perceive", "fit_body"):
         assert any(label.startswith(stage) for label in seen), seen
-    # The bar shows each stage's own fraction: it only grows within a stage.
+    # The bar fills over the whole build (each label numbers its stage): it never falls within a stage.
     for stage in set(seen):
         fractions = [fraction for (label, fraction), name in zip(stages, seen, strict=True) if name == stage]
         assert fractions == sorted(fractions), (stage, fractions)
