@@ -91,7 +91,7 @@ def _best_of(bpy, repeats: int, run) -> list[float]:
 # (module under lca_avatars, function): the import's parts, timed in the second series.
 PARTS = (
     ("lca_blender.formats.lca", "read_avatar"),
-    ("lca_blender.deform", "bind"),
+    ("lca_blender.maths.deform", "bind"),
     ("operators.import_export", "_build_armature"),
     ("operators.import_export", "_build_body"),
     ("operators.import_export", "_build_splats"),
@@ -126,7 +126,7 @@ def _timed_parts(seconds: dict[str, list[float]]):
 
 def _floor(bpy, avatar_path: Path, repeats: int) -> list[float]:
     """Seconds of the floor series (see the module docstring)."""
-    from lca_avatars.lca_blender.blender_data import splat_attributes
+    from lca_avatars.lca_blender.addon.blender_data import splat_attributes
     from lca_avatars.lca_blender.formats.lca import read_avatar
     from lca_avatars.operators import import_export
 
@@ -146,7 +146,7 @@ def _floor(bpy, avatar_path: Path, repeats: int) -> list[float]:
         collection.objects.link(body)
 
     # The importer takes splat_attributes from the module when it runs: hand it the arrays.
-    blender_data = importlib.import_module("lca_avatars.lca_blender.blender_data")
+    blender_data = importlib.import_module("lca_avatars.lca_blender.addon.blender_data")
     blender_data.splat_attributes = lambda *_arguments: converted
     try:
         return _best_of(bpy, repeats, make_objects)
@@ -174,9 +174,9 @@ def main() -> None:
     add_on = _load_add_on()
     add_on.register()
     try:
-        from lca_avatars.lca_blender.deform import pose_avatar
         from lca_avatars.lca_blender.formats.lca import read_avatar
         from lca_avatars.lca_blender.formats.ply import write_ply
+        from lca_avatars.lca_blender.maths.deform import pose_avatar
 
         ply_path = work / "bench.ply"
         write_ply(ply_path, pose_avatar(read_avatar(avatar_path)))

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lca_blender import deform
 from lca_blender.bodies.anny_body import anny_rig
-from lca_blender.poses import load_pose
-from lca_blender.sample import sample_avatar
+from lca_blender.formats.poses import load_pose
+from lca_blender.maths import deform
+from lca_blender.reconstruct.sample import sample_avatar
 
 
 def best_time(function: Callable[[], object], repeats: int) -> dict[str, float]:
@@ -40,7 +40,7 @@ def best_time(function: Callable[[], object], repeats: int) -> dict[str, float]:
 def bench_count(count: int, repeats: int) -> dict[str, object]:
     import torch
 
-    from lca_blender import deform_torch
+    from lca_blender.maths import deform_torch
 
     rig = anny_rig()
     avatar = sample_avatar(rig, count, sh_degree=0)

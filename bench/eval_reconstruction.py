@@ -29,7 +29,7 @@ from eval_subject import SubjectSettings, make_subject
 
 from lca_blender.formats.atomic import atomic_output
 from lca_blender.formats.lca import read_avatar, write_avatar
-from lca_blender.preview import save_png
+from lca_blender.render.pictures import save_png
 
 
 def log(message: str) -> None:

@@ -16,13 +16,15 @@ import numpy as np
 from eval_subject import joint_positions, sample_texture, srgb_to_linear
 
 from lca_blender.avatar import GaussianAvatar, Pose, Rig, Splats
-from lca_blender.deform import expression_vector, pose_avatar
-from lca_blender.lights import Lighting, lighting_from_json
-from lca_blender.metrics import Similarity, masked_psnr, masked_ssim, umeyama_similarity
-from lca_blender.preview import Camera
+from lca_blender.evaluate.metrics import masked_psnr, masked_ssim
+from lca_blender.maths.alignment import Similarity, umeyama_similarity
+from lca_blender.maths.cameras import Camera
+from lca_blender.maths.colour import linear_to_srgb
+from lca_blender.maths.deform import expression_vector, pose_avatar
+from lca_blender.maths.lights import Lighting, lighting_from_json
+from lca_blender.maths.rotations import matrix_to_quaternion, quaternion_multiply
+from lca_blender.maths.sh import SH_C0
 from lca_blender.reconstruct.views import capture_from_json, capture_to_json
-from lca_blender.rotations import matrix_to_quaternion, quaternion_multiply
-from lca_blender.sample import SH_C0, linear_to_srgb
 
 SCORED_SPLITS = ("heldout", "novel", "relit")
 
@@ -153,7 +155,7 @@ def render_split(
 ) -> list[np.ndarray]:
     """[H, W, 4] renders of the avatar's aligned splats for every image of a split: sRGB over the
     subject's background, and coverage."""
-    from lca_blender.preview import render_views
+    from lca_blender.render.pictures import render_views
 
     images = subject.split(split)
     look = "relit" if split == "relit" else "captured"
@@ -213,7 +215,7 @@ def contact_sheet_image(tiles: list, pairs_per_row: int = 2) -> np.ndarray:
     """[H', W', 3] sRGB sheet: ground truth beside the avatar for each image, labelled."""
     from PIL import Image, ImageDraw
 
-    from lca_blender.preview import contact_sheet
+    from lca_blender.render.pictures import contact_sheet
 
     labelled = []
     for name, truth, render, psnr in tiles:
@@ -258,8 +260,8 @@ def oracle_avatar(subject: Subject, gaussian_count: int = 150_000, seed: int = 0
     from PIL import Image
 
     from lca_blender.bodies.anny_body import anny_rig
-    from lca_blender.sample import sample_avatar
-    from lca_blender.shading import relight_splats
+    from lca_blender.maths.shading import relight_splats
+    from lca_blender.reconstruct.sample import sample_avatar
 
     rig = anny_rig(subject.gt["body"]["phenotype"])
     layout = sample_avatar(rig, gaussian_count, sh_degree=0, seed=seed)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from lca_blender.avatar import Pose, Rig
-from lca_blender.deform import expression_vector, forward_kinematics, pose_vertices
-from lca_blender.lights import AmbientSH, AreaLight, Lighting, PointLight, SunLight, lighting_to_json
-from lca_blender.poses import euler_xyz_to_quaternion
-from lca_blender.preview import Camera, look_at
+from lca_blender.formats.poses import euler_xyz_to_quaternion
+from lca_blender.maths.cameras import Camera, look_at
+from lca_blender.maths.colour import linear_to_srgb
+from lca_blender.maths.deform import expression_vector, forward_kinematics, pose_vertices
+from lca_blender.maths.lights import AmbientSH, AreaLight, Lighting, PointLight, SunLight, lighting_to_json
 from lca_blender.reconstruct.views import capture_to_json
-from lca_blender.sample import linear_to_srgb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLENDER_PYTHON = REPO_ROOT / ".venv-blender" / "bin" / "python"

@@ -27,13 +27,13 @@ import torch
 
 from lca_blender.avatar import Pose
 from lca_blender.bodies.anny_body import anny_rig
-from lca_blender.deform import pose_avatar
-from lca_blender.lights import AmbientSH, Lighting, SunLight
-from lca_blender.preview import framed_cameras, render_views
+from lca_blender.maths.deform import pose_avatar
+from lca_blender.maths.lights import AmbientSH, Lighting, SunLight
 from lca_blender.reconstruct import fit_gaussians as stage
+from lca_blender.reconstruct.sample import sample_avatar
 from lca_blender.reconstruct.views import PRESETS, BodyFit, Preset, views_from_renders
 from lca_blender.render import render
-from lca_blender.sample import sample_avatar
+from lca_blender.render.pictures import framed_cameras, render_views
 
 LIGHTING = Lighting(
     ambient=AmbientSH.uniform((1.0, 1.0, 1.0), 0.35), lights=(SunLight((0.5, 0.7, -0.5), strength_w_m2=2.0),)

@@ -37,6 +37,10 @@ ARKIT_EXPRESSIONS: tuple[str, ...] = (
 )  # fmt: skip
 """The 52 ARKit blendshape names, in ARKit's documented order."""
 
+FINGERS: tuple[str, ...] = ("finger1", "finger2", "finger3", "finger4", "finger5")
+"""The rig's finger names, thumb to little finger (MakeHuman: `finger2-1.L` is the left index's first
+phalanx); MediaPipe Hands numbers its landmarks in the same order."""
+
 
 def _check_array(name: str, array: np.ndarray, shape: tuple, dtype: type) -> None:
     """Raise AvatarError unless `array` has `dtype` and `shape` (None = any size) and is finite."""

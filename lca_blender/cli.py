@@ -259,7 +259,7 @@ def _progress(kind: str) -> Progress:
 
 def command_new(args: argparse.Namespace, progress: Progress) -> None:
     from .formats.lca import write_avatar
-    from .sample import sample_avatar
+    from .reconstruct.sample import sample_avatar
 
     _check_output_folder(args.output)
     if args.gaussians > MAX_GAUSSIANS:
@@ -367,10 +367,10 @@ def _brief(value, limit: int = 40) -> str:
 
 
 def command_export(args: argparse.Namespace, progress: Progress) -> None:
-    from .deform import pose_avatar
     from .formats.lca import read_avatar
     from .formats.ply import write_ply
-    from .poses import load_pose
+    from .formats.poses import load_pose
+    from .maths.deform import pose_avatar
 
     _check_output_folder(args.ply)
     avatar = read_avatar(args.file)
@@ -384,11 +384,18 @@ def command_export(args: argparse.Namespace, progress: Progress) -> None:
 
 
 def command_render(args: argparse.Namespace, progress: Progress) -> None:
-    from .deform import pose_avatar
     from .formats.lca import read_avatar
-    from .lights import lighting_from_specs, read_lighting_file
-    from .poses import load_pose
-    from .preview import contact_sheet, framed_cameras, render_views, save_animation, save_png, view_azimuths
+    from .formats.poses import load_pose
+    from .maths.deform import pose_avatar
+    from .maths.lights import lighting_from_specs, read_lighting_file
+    from .render.pictures import (
+        contact_sheet,
+        framed_cameras,
+        render_views,
+        save_animation,
+        save_png,
+        view_azimuths,
+    )
 
     if len(args.background) != 3:
         raise AvatarError("--background needs three numbers: R,G,B in [0, 1].")

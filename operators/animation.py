@@ -11,9 +11,9 @@ import math
 import bpy
 from mathutils import Quaternion
 
+from ..lca_blender.avatar import FINGERS
 from ..lca_blender.errors import AvatarError
 
-FINGERS = ("finger1", "finger2", "finger3", "finger4", "finger5")  # finger1 is the thumb
 PHALANGES = (1, 2, 3)
 CURL_MAX_DEG = 90.0  # each phalanx at curl = 1: a closed fist
 THUMB_CURL_SCALE = 0.6  # the thumb folds across the palm, less than the fingers

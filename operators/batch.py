@@ -12,7 +12,7 @@ from pathlib import Path
 
 import bpy
 
-from ..lca_blender.engine_process import AvatarBuild, JobStatus
+from ..lca_blender.addon.engine_process import AvatarBuild, JobStatus
 from ..lca_blender.errors import AvatarError
 from . import engine
 from .build import import_avatar

@@ -17,7 +17,13 @@ from pathlib import Path
 import bpy
 
 from ..lca_blender import __version__
-from ..lca_blender.engine_process import EngineJob, JobStatus, engine_command, engine_environment, venv_python
+from ..lca_blender.addon.engine_process import (
+    EngineJob,
+    JobStatus,
+    engine_command,
+    engine_environment,
+    venv_python,
+)
 from ..lca_blender.errors import AvatarError
 
 # The extension's root package (`bl_ext.<repository>.lca_avatars`): preferences and user data hang on it.

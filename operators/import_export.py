@@ -28,8 +28,8 @@ def import_avatar(context: bpy.types.Context, filepath: str) -> ImportedAvatar:
 
     Raises AvatarError (with an artist-readable message) when the file cannot be read.
     """
-    from ..lca_blender.deform import bind
     from ..lca_blender.formats.lca import read_avatar
+    from ..lca_blender.maths.deform import bind
 
     avatar = read_avatar(filepath)
     binding = bind(avatar)
@@ -63,7 +63,7 @@ def import_avatar(context: bpy.types.Context, filepath: str) -> ImportedAvatar:
 def _build_armature(
     context: bpy.types.Context, collection: bpy.types.Collection, name: str, rig_data
 ) -> bpy.types.Object:
-    from ..lca_blender.blender_data import bone_arrays
+    from ..lca_blender.addon.blender_data import bone_arrays
 
     bones = bone_arrays(rig_data)
     armature = bpy.data.armatures.new(name)
@@ -89,7 +89,7 @@ def _build_armature(
 
 def _build_body(context: bpy.types.Context, name: str, rig_data, rig: bpy.types.Object) -> bpy.types.Object:
     """The body mesh (not yet in any collection): vertex groups, the Armature modifier, shape keys."""
-    from ..lca_blender.blender_data import joint_weights, mesh_arrays, shape_key_coordinates
+    from ..lca_blender.addon.blender_data import joint_weights, mesh_arrays, shape_key_coordinates
 
     arrays = mesh_arrays(rig_data)
     mesh = bpy.data.meshes.new(name)
@@ -143,7 +143,7 @@ def _add_vertex_groups(
 
 def _build_splats(name: str, avatar, binding, body: bpy.types.Object) -> bpy.types.Object:
     """The splats mesh (not yet in any collection), a child of the body."""
-    from ..lca_blender.blender_data import splat_attributes
+    from ..lca_blender.addon.blender_data import splat_attributes
 
     means, attributes = splat_attributes(avatar, binding)
     mesh = bpy.data.meshes.new(name)

@@ -17,19 +17,19 @@ import bpy
 import gpu
 import numpy as np
 
-from ..lca_blender.lights import Lighting
-from ..lca_blender.shading import captured_colors, gaussian_normals, view_directions
-from ..lca_blender.splat_sort import (
+from ..lca_blender.addon.viewport_maths import (
     QUAD_CORNERS,
     BlenderLight,
     SortCache,
-    covariances,
     lighting_from_blender,
     per_corner,
     quad_triangles,
     shader_light_rows,
-    srgb_to_linear,
 )
+from ..lca_blender.maths.colour import srgb_to_linear
+from ..lca_blender.maths.lights import Lighting
+from ..lca_blender.maths.projection import covariances
+from ..lca_blender.maths.shading import captured_colors, gaussian_normals, view_directions
 from . import state
 from .shaders import COLOR_ATTRIBUTES, GEOMETRY_ATTRIBUTES, splat_shader, vertex_format
 

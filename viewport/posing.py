@@ -131,7 +131,7 @@ def _posing_inputs(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> 
 
 
 def _posed(inputs: _PosingInputs) -> state.SplatPreview:
-    from ..lca_blender.deform import pose_gaussians
+    from ..lca_blender.maths.deform import pose_gaussians
 
     bound = inputs.bound
     means, rotations, scales = pose_gaussians(bound.binding, inputs.world_vertices)
@@ -167,7 +167,7 @@ def _source_key(splats: bpy.types.Object) -> tuple:
 
 
 def _bound_splats(splats: bpy.types.Object, body: bpy.types.Object) -> _BoundSplats:
-    from ..lca_blender.blender_data import avatar_from_attributes, surface_rig, triangles_from_loops
+    from ..lca_blender.addon.blender_data import avatar_from_attributes, surface_rig, triangles_from_loops
 
     source = _source_key(splats)
     cached = _BOUND.get(splats.name)
@@ -190,8 +190,8 @@ def _bound_splats(splats: bpy.types.Object, body: bpy.types.Object) -> _BoundSpl
 
 
 def _bound_from_avatar(source: tuple, avatar, binding=None) -> _BoundSplats:
-    from ..lca_blender.deform import bind
-    from ..lca_blender.shading import outward_signs
+    from ..lca_blender.maths.deform import bind
+    from ..lca_blender.maths.shading import outward_signs
 
     return _BoundSplats(
         source=source,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import gpu
 
-from ..lca_blender.splat_sort import FOV_CLAMP, LIGHT_ROWS, LOW_PASS, MAX_SHADER_LIGHTS, MIN_ALPHA
+from ..lca_blender.addon.viewport_maths import LIGHT_ROWS, MAX_SHADER_LIGHTS
+from ..lca_blender.maths.projection import FOV_CLAMP, LOW_PASS, MIN_ALPHA
 
 _TYPEDEF = f"""
 struct SplatFrame {{

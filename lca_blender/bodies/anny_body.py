@@ -30,9 +30,9 @@ import numpy as np
 from ..avatar import ARKIT_EXPRESSIONS, Rig
 from ..errors import BodyModelError
 from ..formats.lca import read_rig, write_rig
+from ..maths.rotations import bone_matrix, bone_roll_towards
 from ..paths import cache_dir
 from ..progress import Progress
-from ..rotations import bone_matrix, bone_roll_towards
 
 logger = logging.getLogger(__name__)
 

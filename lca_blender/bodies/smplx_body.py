@@ -28,7 +28,7 @@ import numpy as np
 from ..avatar import Pose, Rig
 from ..errors import AvatarWriteError, BodyModelError, PoseError
 from ..formats.atomic import atomic_output
-from ..rotations import axis_angle_to_quaternion, bone_matrix, bone_roll_towards
+from ..maths.rotations import axis_angle_to_quaternion, bone_matrix, bone_roll_towards
 
 logger = logging.getLogger(__name__)
 

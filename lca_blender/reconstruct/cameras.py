@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import Similarity
-from ..preview import Camera
+from ..maths.alignment import Similarity
+from ..maths.cameras import Camera
+from ..maths.colour import linear_to_srgb, srgb_to_linear
 from ..progress import Cancelled, Progress
-from ..sample import linear_to_srgb
-from .ingest import Photo, srgb_to_linear
+from .ingest import Photo
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _write_inputs(
         # Sources can hold any characters ("clip.mp4#frame 3"); COLMAP gets plain names.
         name = f"{width}x{height}/{index:04d}.png"
         names[name] = photo.source
-        srgb = linear_to_srgb(photo.pixels)
+        srgb = linear_to_srgb(np.clip(photo.pixels, 0.0, 1.0))
         if masks is not None:
             if photo.source not in masks:
                 raise ValueError(f"No person mask for '{photo.source}'.")

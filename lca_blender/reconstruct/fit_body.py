@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..avatar import ARKIT_EXPRESSIONS, Pose, Rig
+from ..avatar import ARKIT_EXPRESSIONS, FINGERS, Pose, Rig
 from ..errors import AvatarError
-from ..preview import Camera, look_at
+from ..maths.cameras import Camera, look_at
 from ..progress import Progress
 from .perceive import Perception
 from .views import BodyFit, View
@@ -65,7 +65,6 @@ BODY_JOINTS = {
 BODY_SURFACE = ("nose", "ear.L", "ear.R", "heel.L", "heel.R", "toe.L", "toe.R")
 BODY_SURFACE_INDICES = (0, 7, 8, 29, 30, 31, 32)
 # MediaPipe Hands landmarks (0 wrist, then 4 per finger from the base) -> Anny bones (head or tail).
-FINGERS = ("finger1", "finger2", "finger3", "finger4", "finger5")  # thumb .. little finger
 NOSE_VERTEX, UPPER_LIP_VERTEX, LOWER_LIP_VERTEX = 5038, 520, 523  # on Anny's template
 FACE_LANDMARKS = {13: UPPER_LIP_VERTEX, 14: LOWER_LIP_VERTEX}  # MediaPipe Face Mesh inner lips
 # Bones the photos cannot show: they keep their rest rotation.
@@ -626,7 +625,7 @@ def _use_sfm(sfm, perceptions, rotations, translations, log_focal, longest):
 
 def _pose_on_rig(rig: Rig, output):
     """The fitted Anny pose as a Pose on the cached rig (the same conversion the rig test checks)."""
-    from ..deform import pose_from_world
+    from ..maths.deform import pose_from_world
 
     anny_world = output["bone_poses"][0].double().numpy()
     anny_rest = output["rest_bone_poses"][0].double().numpy()

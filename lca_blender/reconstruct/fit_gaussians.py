@@ -46,21 +46,17 @@ import numpy as np
 import torch
 
 from ..avatar import GaussianAvatar
-from ..deform_torch import (
-    RigTensors,
-    pose_gaussians,
-    pose_vertices,
-    quaternion_multiply,
-    quaternion_to_matrix,
-)
 from ..errors import AvatarError
-from ..lights import AmbientSH, Lighting, SunLight, lighting_to_json
+from ..maths.colour_torch import linear_to_srgb
+from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
+from ..maths.lights import AmbientSH, Lighting, SunLight, lighting_to_json
+from ..maths.rotations_torch import quaternion_multiply, quaternion_to_matrix
+from ..maths.sh import SH_C0
+from ..maths.shading_torch import LightingTensors, ambient_irradiance, direct_lighting, specular_brdf
 from ..progress import Progress
 from ..render import render
-from ..render.sh import SH_C0
-from ..sample import sample_surface
-from ..shading_torch import LightingTensors, ambient_irradiance, direct_lighting, specular_brdf
-from .losses import linear_to_srgb, psnr, ssim
+from .losses import psnr, ssim
+from .sample import sample_surface
 from .views import BodyFit, Preset, View, capture_to_json
 
 logger = logging.getLogger(__name__)
@@ -132,7 +128,7 @@ def _photo(view: View, longest_side: int, device: str) -> _Photo:
     inside = (mask > 0.5).astype(np.uint8)
     return _Photo(
         linear=linear,
-        target=(linear_to_srgb(linear) * mask_tensor[..., None])[None],
+        target=(linear_to_srgb(linear.clamp(0.0, 1.0)) * mask_tensor[..., None])[None],
         mask=mask_tensor[None, ..., None],
         inside=tensor(inside)[None, ..., None],
         viewmat=tensor(camera.viewmat)[None],
@@ -687,8 +683,9 @@ def _step_loss(
     # Discs facing away from the camera lie behind the body's near side: leaving them out halves
     # the rasterizer's work and changes no pixel (the margin keeps grazing discs at silhouettes).
     front = ((normals * view_dirs).sum(1) > -0.3).nonzero().squeeze(1)
+    display = linear_to_srgb(linear[front].clamp(0.0, 1.0))
     result = render(
-        means[front], rotations[front], scales[front], opacities[front], linear_to_srgb(linear[front]),
+        means[front], rotations[front], scales[front], opacities[front], display,
         photo.viewmat, photo.intrinsics, photo.width, photo.height,
         background=torch.zeros(3, device=means.device),
     )  # fmt: skip
@@ -774,7 +771,7 @@ def _finish(
         linear = _capture_colors(means, normals, normals, albedo, visibility, lighting)
         mouth = _mouth_inside(gaussians, body.rig, seen)
         albedo[mouth] = linear[mouth] = torch.tensor(MOUTH_ALBEDO, device=albedo.device)
-        sh = ((linear_to_srgb(linear) - 0.5) / SH_C0)[:, None, :]
+        sh = ((linear_to_srgb(linear.clamp(0.0, 1.0)) - 0.5) / SH_C0)[:, None, :]
         count = gaussians.triangle_ids.shape[0]
         fit_psnrs = []
         opacities = gaussians.opacities()

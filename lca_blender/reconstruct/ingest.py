@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AvatarError
+from ..maths.colour import srgb_to_linear
 from ..progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,6 @@ class IngestResult:
 
     photos: list[Photo] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
-
-
-def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """The inverse sRGB transfer function, on values in [0, 1]."""
-    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:

@@ -16,16 +16,6 @@ SSIM_C1 = 0.01**2  # (K1 L)^2 with K1 = 0.01 and a dynamic range L of 1
 SSIM_C2 = 0.03**2  # (K2 L)^2 with K2 = 0.03
 
 
-def linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
-    """The sRGB transfer function (the twin of `sample.linear_to_srgb`), differentiable.
-
-    The power branch is evaluated on clamped input so its gradient stays finite near 0.
-    """
-    linear = linear.clamp(0.0, 1.0)
-    curve = 1.055 * linear.clamp_min(0.0031308).pow(1 / 2.4) - 0.055
-    return torch.where(linear <= 0.0031308, 12.92 * linear, curve)
-
-
 def _gaussian_taps(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     offsets = torch.arange(SSIM_WINDOW, device=device, dtype=dtype) - SSIM_WINDOW // 2
     taps = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))

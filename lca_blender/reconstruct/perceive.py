@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AvatarError
+from ..maths.colour import linear_to_srgb
 from ..progress import Progress
-from ..sample import linear_to_srgb
 from .ingest import Photo
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def perceive(
     with holistic:
         for index, photo in enumerate(photos):
             height, width = photo.pixels.shape[:2]
-            display = (linear_to_srgb(photo.pixels) * 255 + 0.5).astype(np.uint8)
+            display = (linear_to_srgb(np.clip(photo.pixels, 0.0, 1.0)) * 255 + 0.5).astype(np.uint8)
             seen = holistic.process(np.ascontiguousarray(display))
             mask = (
                 np.zeros((height, width), np.float32)

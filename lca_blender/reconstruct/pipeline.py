@@ -30,8 +30,8 @@ import numpy as np
 from ..avatar import GaussianAvatar
 from ..errors import AvatarError
 from ..formats.lca import read_avatar, write_avatar
+from ..maths.cameras import Camera
 from ..paths import cache_dir
-from ..preview import Camera
 from ..progress import Progress
 from .fit_body import BodyChoice
 from .ingest import IngestResult, Photo, collect_inputs, ingest

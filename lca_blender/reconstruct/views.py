@@ -14,7 +14,7 @@ import numpy as np
 
 from ..avatar import ARKIT_EXPRESSIONS, Pose, Rig
 from ..errors import AvatarError
-from ..preview import Camera
+from ..maths.cameras import Camera
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def preset(name: str) -> Preset:
 def views_from_renders(cameras: list[Camera], images: np.ndarray) -> list[View]:
     """Views from display-space RGBA renders [C, H, W, 4] (`preview.render_views`): linear pixels,
     the coverage as the mask. For tests and benchmarks that photograph a known avatar."""
-    from .ingest import srgb_to_linear
+    from ..maths.colour import srgb_to_linear
 
     return [
         View(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .projection import MAX_ALPHA, MIN_ALPHA, MIN_TRANSMITTANCE, ScreenGaussians
+from ..maths.projection import MIN_ALPHA
+from .projection import MAX_ALPHA, MIN_TRANSMITTANCE, ScreenGaussians
 
 
 def rasterize_dense(

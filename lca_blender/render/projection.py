@@ -23,14 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..deform_torch import quaternion_to_matrix
-from .sh import sh_to_color
+from ..maths.projection import FOV_CLAMP, LOW_PASS, MIN_ALPHA
+from ..maths.rotations_torch import quaternion_to_matrix
+from ..maths.sh_torch import sh_to_color
 
-LOW_PASS = 0.3  # px^2 added to every 2D covariance (3DGS's screen-space low-pass filter)
-MIN_ALPHA = 1.0 / 255.0  # contributions below this are skipped, as in 3DGS and gsplat
 MAX_ALPHA = 0.99  # alpha is clamped here, as in 3DGS (gsplat clamps at 0.999)
 MIN_TRANSMITTANCE = 1e-4  # a pixel stops at the Gaussian that would bring T below this (3DGS)
-FOV_CLAMP = 1.3  # the Jacobian's x/z, y/z are clamped to this many half fields of view
 
 
 @dataclass(frozen=True)

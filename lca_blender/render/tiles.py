@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .projection import MAX_ALPHA, MIN_ALPHA, MIN_TRANSMITTANCE, ScreenGaussians
+from ..maths.projection import MIN_ALPHA
+from .projection import MAX_ALPHA, MIN_TRANSMITTANCE, ScreenGaussians
 
 TILE = 16  # tile side in pixels
 TILE_PIXELS = TILE * TILE

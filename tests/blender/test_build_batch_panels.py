@@ -69,11 +69,11 @@ def ext(enabled_extension: ModuleType) -> SimpleNamespace:
         engine=module("operators.engine"),
         animation=module("operators.animation"),
         sidebar=module("panels.sidebar"),
-        process=module("lca_blender.engine_process"),
+        process=module("lca_blender.addon.engine_process"),
         core=SimpleNamespace(
             avatar=module("lca_blender.avatar"),
-            rotations=module("lca_blender.rotations"),
-            sample=module("lca_blender.sample"),
+            rotations=module("lca_blender.maths.rotations"),
+            sample=module("lca_blender.reconstruct.sample"),
             lca=module("lca_blender.formats.lca"),
         ),
     )
@@ -753,7 +753,7 @@ def test_disabling_mid_build_stops_the_engine_and_leaves_nothing(
     try:
         build_module = importlib.import_module(f"{root.__name__}.operators.build")
         engine_module = importlib.import_module(f"{root.__name__}.operators.engine")
-        process = importlib.import_module(f"{root.__name__}.lca_blender.engine_process")
+        process = importlib.import_module(f"{root.__name__}.lca_blender.addon.engine_process")
         photos = _photos(tmp_path / "hal", steps=100, delay=1.0, template="unused")
         output = tmp_path / "avatars" / "hal.lca"
         build = process.AvatarBuild(fake_engine, [photos], output, [], None)

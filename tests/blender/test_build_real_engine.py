@@ -32,7 +32,7 @@ def test_real_engine_build_reports_its_stages_and_cancels_cleanly(
     name = enabled_extension.__name__
     engine = importlib.import_module(f"{name}.operators.engine")
     build_module = importlib.import_module(f"{name}.operators.build")
-    process = importlib.import_module(f"{name}.lca_blender.engine_process")
+    process = importlib.import_module(f"{name}.lca_blender.addon.engine_process")
     monkeypatch.delenv(process.ENGINE_COMMAND_VARIABLE, raising=False)
     monkeypatch.setenv("LCA_CACHE_DIR", str(tmp_path / "cache"))  # a fresh build, not a cached one
     photos = tmp_path / "subject"

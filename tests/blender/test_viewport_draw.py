@@ -90,8 +90,9 @@ def addon(gpu_ready: None, enabled_extension: ModuleType) -> dict[str, ModuleTyp
         for part, path in (
             ("draw", "viewport.draw"),
             ("state", "viewport.state"),
-            ("shading", "lca_blender.shading"),
-            ("sort", "lca_blender.splat_sort"),
+            ("shading", "lca_blender.maths.shading"),
+            ("colour", "lca_blender.maths.colour"),
+            ("projection", "lca_blender.maths.projection"),
             ("render_frames", "operators.render_frames"),
         )
     }
@@ -189,14 +190,14 @@ def _engine_reference(tmp_path: Path, arrays: dict[str, np.ndarray]) -> dict[str
         return {key: reference[key] for key in reference.files}
 
 
-def _save_side_by_side(rows: list[tuple[np.ndarray, np.ndarray]], sort: ModuleType) -> None:
+def _save_side_by_side(rows: list[tuple[np.ndarray, np.ndarray]], colour: ModuleType) -> None:
     """Display-encoded images over grey, each row: the offscreen draw | the engine's reference."""
     tiles = []
     for ours, reference in rows:
         pair = [image[..., :3] + (1 - image[..., 3:]) * 0.18 for image in (ours, reference)]
         gap = np.ones((HEIGHT, 4, 3))
         tiles.append(np.concatenate([pair[0], gap, pair[1]], axis=1))
-    picture = sort.linear_to_srgb(np.clip(np.concatenate(tiles, axis=0), 0, 1))
+    picture = colour.linear_to_srgb(np.clip(np.concatenate(tiles, axis=0), 0, 1))
     height, width = picture.shape[:2]
     rgba = np.concatenate([picture, np.ones((height, width, 1))], axis=2)[::-1]
     PARITY_PNG.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,8 @@ def _save_side_by_side(rows: list[tuple[np.ndarray, np.ndarray]], sort: ModuleTy
 
 
 def test_offscreen_draw_matches_the_engine_renderer(addon: dict[str, ModuleType], tmp_path: Path) -> None:
-    draw, state, shading, sort = addon["draw"], addon["state"], addon["shading"], addon["sort"]
+    draw, state, shading, colour = addon["draw"], addon["state"], addon["shading"], addon["colour"]
+    projection_maths = addon["projection"]
     scene = bpy.context.scene
     camera = _camera(scene)
     _lit_scene(scene)
@@ -240,7 +242,7 @@ def test_offscreen_draw_matches_the_engine_renderer(addon: dict[str, ModuleType]
         preview.means.astype(np.float64), normals, view_dirs, preview.albedo, preview.roughness,
         preview.specular, lighting,
     )  # fmt: skip
-    viewmat, K = sort.opencv_camera(view, projection, WIDTH, HEIGHT)
+    viewmat, K = projection_maths.opencv_camera(view, projection, WIDTH, HEIGHT)
     reference = _engine_reference(
         tmp_path,
         {
@@ -250,13 +252,13 @@ def test_offscreen_draw_matches_the_engine_renderer(addon: dict[str, ModuleType]
         },
     )  # fmt: skip
     _save_side_by_side(
-        [(images["CAPTURED"], reference["captured"]), (images["RELIT"], reference["relit"])], sort
+        [(images["CAPTURED"], reference["captured"]), (images["RELIT"], reference["relit"])], colour
     )
     covered = reference["captured"][..., 3].mean()
     assert covered > 0.1, "the test's splats should cover a good part of the image"
     psnr = {
-        look: _psnr(sort.linear_to_srgb(np.clip(images[look], 0, 1)),
-                    sort.linear_to_srgb(np.clip(reference[name], 0, 1)))
+        look: _psnr(colour.linear_to_srgb(np.clip(images[look], 0, 1)),
+                    colour.linear_to_srgb(np.clip(reference[name], 0, 1)))
         for look, name in (("CAPTURED", "captured"), ("RELIT", "relit"))
     }  # fmt: skip
     difference = {look: float(np.abs(images[look] - reference[name]).max())
@@ -300,7 +302,7 @@ def test_meshes_in_front_hide_the_splats(addon: dict[str, ModuleType]) -> None:
         bpy.data.meshes.remove(mesh)
 
     # Inside the cube's face towards the camera (a near-rectangle on screen) and around its outline.
-    viewmat, K = addon["sort"].opencv_camera(view, projection, WIDTH, HEIGHT)
+    viewmat, K = addon["projection"].opencv_camera(view, projection, WIDTH, HEIGHT)
     world = np.array(corners) + np.array([-0.3, -2.0, 0.0])
     outline = world @ viewmat[:3, :3].T + viewmat[:3, 3]
     outline = outline @ K.T

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from lca_blender.avatar import GaussianAvatar, Rig
-from lca_blender.rotations import bone_matrix, bone_roll_towards
-from lca_blender.sample import sample_avatar
+from lca_blender.maths.rotations import bone_matrix, bone_roll_towards
+from lca_blender.reconstruct.sample import sample_avatar
 
 
 def make_tube_rig(rings: int = 12, segments: int = 10, radius: float = 0.05) -> Rig:
@@ -86,6 +86,6 @@ def random_avatar(rig: Rig, count: int, seed: int = 0, sh_degree: int = 2) -> Ga
 
 def random_rotations(count: int, rng: np.random.Generator, scale: float = 0.5) -> np.ndarray:
     """[count, 4] random unit quaternions, within about `scale` radians of identity."""
-    from lca_blender.rotations import axis_angle_to_quaternion
+    from lca_blender.maths.rotations import axis_angle_to_quaternion
 
     return axis_angle_to_quaternion(scale * rng.standard_normal((count, 3))).astype(np.float32)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import lca_blender
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE = REPO_ROOT / "lca_blender"
 BLENDER_SIDE = (
@@ -32,26 +34,58 @@ ENGINE_PACKAGES = {
     "torch", "gsplat", "anny", "warp", "smplx", "roma", "mediapipe", "pycolmap", "onnx", "onnxruntime",
     "onnxscript", "cv2", "trimesh", "PIL", "scipy",
 }  # fmt: skip
-# Core modules that Blender loads: numpy and the standard library only, imported in milliseconds.
-BLENDER_LOADED_CORE_MODULES = (
-    "lca_blender",
-    "lca_blender.avatar",
-    "lca_blender.rotations",
-    "lca_blender.errors",
-    "lca_blender.formats.atomic",
-    "lca_blender.formats.lca",
-    "lca_blender.formats.ply",
-    "lca_blender.deform",
-    "lca_blender.poses",
-    "lca_blender.sample",
-    "lca_blender.lights",
-    "lca_blender.shading",
-)
 UNPICKLING_CALLS = {
     f"{module}.{function}"
     for module in ("pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib")
     for function in ("load", "loads", "Unpickler")
 } | {"pandas.read_pickle"}
+
+
+def blender_loaded_core_modules() -> list[str]:
+    """The core modules Blender may load, from the folder layout (see lca_blender/__init__.py)."""
+    modules = ["lca_blender"]
+    for path in sorted(CORE.glob("*.py")):
+        if path.stem not in {"__init__", *lca_blender.ENGINE_ONLY_MODULES}:
+            modules.append(f"lca_blender.{path.stem}")
+    for package in lca_blender.BLENDER_LOADED_PACKAGES:
+        for path in sorted((CORE / package).glob("*.py")):
+            if not path.stem.endswith(lca_blender.TORCH_TWIN_SUFFIX):
+                name = "" if path.stem == "__init__" else f".{path.stem}"
+                modules.append(f"lca_blender.{package}{name}")
+    return modules
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _absolute_core_import(path: Path, module: str, level: int) -> str | None:
+    """The core module an import in core file `path` names, or None when it names no core module."""
+    if level == 0:
+        return module if _top_level(module) == "lca_blender" else None
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    base = package[: len(package) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def _core_import_graph() -> dict[str, set[str]]:
+    """Core module -> the core modules it imports (anywhere in it, function-local imports too)."""
+    known = {_module_name(path) for path in _python_files(CORE)}
+    graph: dict[str, set[str]] = {}
+    for path in _python_files(CORE):
+        edges = set()
+        for node, module, level in _imports(_parse(path)):
+            target = _absolute_core_import(path, module, level)
+            if target is None:
+                continue
+            names = [alias.name for alias in node.names] if isinstance(node, ast.ImportFrom) else []
+            submodules = {f"{target}.{name}" for name in names} & known
+            edges |= submodules or ({target} & known)
+        graph[_module_name(path)] = edges - {_module_name(path)}
+    return graph
 
 
 def _python_files(*roots: Path) -> Iterator[Path]:
@@ -188,7 +222,81 @@ def _is_constant(node: ast.AST | None, value: bool) -> bool:
     return isinstance(node, ast.Constant) and node.value is value
 
 
-@pytest.mark.parametrize("module", BLENDER_LOADED_CORE_MODULES)
+def test_the_layout_names_real_folders() -> None:
+    for package in lca_blender.BLENDER_LOADED_PACKAGES:
+        assert (CORE / package / "__init__.py").is_file(), package
+    assert len(blender_loaded_core_modules()) > len(lca_blender.BLENDER_LOADED_PACKAGES) + 3
+
+
+def test_blender_side_imports_only_the_core_blender_loads() -> None:
+    allowed = set(blender_loaded_core_modules())
+    offences = []
+    for path in _python_files(*BLENDER_SIDE):
+        package = _module_name(path).split(".")
+        if path.name != "__init__.py":
+            package = package[:-1]
+        for node, module, level in _imports(_parse(path)):
+            if level == 0:
+                continue
+            absolute = ".".join(
+                ["x", *package][: len(package) + 1 - (level - 1)] + ([module] if module else [])
+            )
+            core = absolute.partition(".")[2]
+            if _top_level(core) != "lca_blender":
+                continue
+            names = [alias.name for alias in node.names]
+            named = {f"{core}.{name}" for name in names} & allowed or {core}
+            offences += [f"{_where(path, node)} imports {name}" for name in sorted(named - allowed)]
+    assert not offences, (
+        "the add-on may load only the core's top-level modules (not cli) and "
+        f"{', '.join(lca_blender.BLENDER_LOADED_PACKAGES)} (not their *_torch twins):\n" + "\n".join(offences)
+    )
+
+
+def test_blender_loaded_core_imports_only_numpy_and_itself() -> None:
+    # Static, so it also sees imports inside functions, which the import probe below never runs.
+    allowed_packages = set(sys.stdlib_module_names) | {"numpy"}
+    allowed_core = set(blender_loaded_core_modules())
+    offences = []
+    for module in allowed_core:
+        path = REPO_ROOT.joinpath(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        for node, imported, level in _imports(_parse(path)):
+            core = _absolute_core_import(path, imported, level)
+            if core is None and _top_level(imported) not in allowed_packages:
+                offences.append(f"{_where(path, node)} imports {imported}")
+            elif core is not None and core not in allowed_core:
+                names = {f"{core}.{alias.name}" for alias in getattr(node, "names", [])}
+                if not names & allowed_core:
+                    offences.append(f"{_where(path, node)} imports the engine's {core}")
+    assert not offences, "Blender loads these modules: numpy and the standard library only:\n" + "\n".join(
+        offences
+    )
+
+
+def test_the_core_has_no_import_circle() -> None:
+    graph = _core_import_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                circles.append(" -> ".join(path[path.index(target) :] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, (
+        "import circles (a function-local import hides one, it does not break it):\n" + "\n".join(circles)
+    )
+
+
+@pytest.mark.parametrize("module", blender_loaded_core_modules())
 def test_blender_loaded_core_modules_need_no_engine_packages(module: str) -> None:
     # A fresh interpreter, so nothing another test imported hides what this module pulls in.
     probe = (

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rig_builders import make_tube_rig, random_avatar
 
-from lca_blender.blender_data import (
+from lca_blender.addon.blender_data import (
     avatar_from_attributes,
     bone_arrays,
     joint_weights,
@@ -14,10 +14,10 @@ from lca_blender.blender_data import (
     surface_rig,
     triangles_from_loops,
 )
-from lca_blender.deform import bind, pose_gaussians
 from lca_blender.errors import AvatarError
-from lca_blender.rotations import bone_matrix, bone_roll_towards, quaternion_to_matrix
-from lca_blender.shading import outward_signs
+from lca_blender.maths.deform import bind, pose_gaussians
+from lca_blender.maths.rotations import bone_matrix, bone_roll_towards, quaternion_to_matrix
+from lca_blender.maths.shading import outward_signs
 
 
 @pytest.fixture(scope="module")

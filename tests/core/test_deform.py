@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from rig_builders import random_avatar, random_rotations
 
-from lca_blender import deform
 from lca_blender.avatar import Pose
 from lca_blender.errors import PoseError
-from lca_blender.rotations import (
+from lca_blender.maths import deform
+from lca_blender.maths.rotations import (
     axis_angle_to_quaternion,
     bone_matrix,
     matrix_to_quaternion,
@@ -175,7 +175,7 @@ def test_gaussians_ride_their_triangle_rigidly(tube_rig, angle):
 
 def test_torch_twin_matches_numpy(tube_rig):
     torch = pytest.importorskip("torch")
-    from lca_blender import deform_torch
+    from lca_blender.maths import deform_torch
 
     avatar = random_avatar(tube_rig, 400, seed=8)
     pose = random_pose(tube_rig, 9)
@@ -193,7 +193,7 @@ def test_torch_twin_matches_numpy(tube_rig):
 
 def test_torch_twin_is_differentiable(tube_rig):
     torch = pytest.importorskip("torch")
-    from lca_blender import deform_torch
+    from lca_blender.maths import deform_torch
 
     avatar = random_avatar(tube_rig, 50, seed=10)
     rig = deform_torch.RigTensors.from_rig(tube_rig, dtype=torch.float64)

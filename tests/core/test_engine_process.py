@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lca_blender import engine_process
-from lca_blender.engine_process import (
+from lca_blender.addon import engine_process
+from lca_blender.addon.engine_process import (
     AvatarBuild,
     EngineJob,
     EngineNotFoundError,

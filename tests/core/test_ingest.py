@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lca_blender.maths.colour import srgb_to_linear
 from lca_blender.reconstruct import ingest as ingest_module
-from lca_blender.reconstruct.ingest import IngestError, ingest, srgb_to_linear
+from lca_blender.reconstruct.ingest import IngestError, ingest
 
 # Pillow is the engine's; Blender's Python (where the numpy-only core tests also run) has none.
 Image = pytest.importorskip("PIL.Image")

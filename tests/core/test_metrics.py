@@ -7,15 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from lca_blender.metrics import (
-    SSIM_SIGMA,
-    SSIM_WINDOW_SIZE,
-    masked_psnr,
-    masked_ssim,
-    ssim_map,
-    umeyama_similarity,
-)
-from lca_blender.rotations import axis_angle_to_quaternion, quaternion_to_matrix
+from lca_blender.evaluate.metrics import SSIM_SIGMA, SSIM_WINDOW_SIZE, masked_psnr, masked_ssim, ssim_map
+from lca_blender.maths.alignment import umeyama_similarity
+from lca_blender.maths.rotations import axis_angle_to_quaternion, quaternion_to_matrix
 
 C1, C2 = 0.01**2, 0.03**2
 

@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 
 from lca_blender.avatar import Pose
-from lca_blender.deform import forward_kinematics
 from lca_blender.errors import PoseError
-from lca_blender.poses import MAX_POSE_FILE_BYTES, PRESETS, euler_xyz_to_quaternion, load_pose, pose_from_spec
-from lca_blender.rotations import quaternion_to_matrix
+from lca_blender.formats.poses import (
+    MAX_POSE_FILE_BYTES,
+    PRESETS,
+    euler_xyz_to_quaternion,
+    load_pose,
+    pose_from_spec,
+)
+from lca_blender.maths.deform import forward_kinematics
+from lca_blender.maths.rotations import quaternion_to_matrix
 
 
 def about_x(degrees: float) -> np.ndarray:

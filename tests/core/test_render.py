@@ -13,10 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lca_blender.errors import AvatarError  # noqa: E402
+from lca_blender.maths.sh import SH_C0, SH_C1  # noqa: E402
+from lca_blender.maths.sh_torch import sh_basis, sh_to_color  # noqa: E402
 from lca_blender.render import render, render_dense_reference  # noqa: E402
 from lca_blender.render import tiles as tiles_module  # noqa: E402
 from lca_blender.render.projection import LOW_PASS, MIN_ALPHA  # noqa: E402
-from lca_blender.render.sh import SH_C0, SH_C1, sh_basis, sh_to_color  # noqa: E402
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0), dtype=torch.float32) -> torch.Tensor:

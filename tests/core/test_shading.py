@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lca_blender import shading
 from lca_blender.errors import AvatarError
-from lca_blender.lights import (
+from lca_blender.maths import sh, shading
+from lca_blender.maths.lights import (
     AmbientSH,
     AreaLight,
     Lighting,
@@ -27,7 +27,7 @@ from lca_blender.lights import (
     parse_light_spec,
     read_lighting_file,
 )
-from lca_blender.rotations import axis_angle_to_quaternion, quaternion_to_matrix
+from lca_blender.maths.rotations import axis_angle_to_quaternion, quaternion_to_matrix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,7 +214,7 @@ def test_sh_irradiance_of_a_directional_light_is_the_clamped_cosine_up_to_l2_tru
     light_direction = _unit(np.array([0.3, -0.4, 0.8]))
     strength = 2.0
     # A directional light of irradiance S is the radiance S * delta(w - w_l): L_lm = S Y_lm(w_l).
-    coefficients = strength * np.repeat(shading.sh_basis_l2(light_direction)[:, None], 3, axis=1)
+    coefficients = strength * np.repeat(sh.irradiance_basis(light_direction)[:, None], 3, axis=1)
     normals = _sphere_points(4000)
     irradiance = shading.ambient_irradiance(normals, coefficients)[:, 0]
     cosine = normals @ light_direction
@@ -257,7 +257,7 @@ def test_sh_irradiance_matches_ramamoorthi_hanrahans_quadratic_form() -> None:
 @pytest.mark.parametrize("basis", ["l2", "3dgs"])
 def test_sh_bases_are_orthonormal(basis: str) -> None:
     directions, solid_angles = _grid_sphere()
-    values = shading.sh_basis_l2(directions) if basis == "l2" else shading.sh_basis_3dgs(directions, 16)
+    values = sh.irradiance_basis(directions) if basis == "l2" else sh.sh_basis(directions, 3)
     gram = values.T @ (values * solid_angles[:, None])
     np.testing.assert_allclose(gram, np.eye(values.shape[1]), atol=1e-4)
 
@@ -314,7 +314,8 @@ def test_gaussian_normal_of_a_rotated_disc_is_its_rotated_thin_axis() -> None:
 
 
 def test_captured_colour_of_the_sample_avatar_is_its_display_albedo(tube_rig) -> None:
-    from lca_blender.sample import linear_to_srgb, sample_avatar
+    from lca_blender.maths.colour import linear_to_srgb
+    from lca_blender.reconstruct.sample import sample_avatar
 
     avatar = sample_avatar(tube_rig, 200, sh_degree=0, seed=4)
     view_dirs = _sphere_points(200)
@@ -335,7 +336,7 @@ def test_captured_colour_follows_the_3dgs_reference_basis() -> None:
 
 
 def test_relit_splats_of_a_posed_avatar_under_a_white_world_are_its_albedo(tube_avatar) -> None:
-    from lca_blender.deform import pose_avatar
+    from lca_blender.maths.deform import pose_avatar
 
     tube_avatar.specular[:] = 0.0
     splats = pose_avatar(tube_avatar)
@@ -345,8 +346,8 @@ def test_relit_splats_of_a_posed_avatar_under_a_white_world_are_its_albedo(tube_
 
 
 def test_relit_avatar_is_dark_on_the_side_away_from_the_sun(tube_rig) -> None:
-    from lca_blender.deform import pose_avatar
-    from lca_blender.sample import sample_avatar
+    from lca_blender.maths.deform import pose_avatar
+    from lca_blender.reconstruct.sample import sample_avatar
 
     avatar = sample_avatar(tube_rig, 3000, sh_degree=0)  # discs lying on the skin
     splats = pose_avatar(avatar)
@@ -364,7 +365,7 @@ def test_relit_avatar_is_dark_on_the_side_away_from_the_sun(tube_rig) -> None:
 @pytest.mark.parametrize("kind", ["ambient", *LIGHTS, "all"])
 def test_numpy_and_torch_twins_agree(kind: str) -> None:
     torch = pytest.importorskip("torch")
-    from lca_blender import shading_torch
+    from lca_blender.maths import shading_torch
 
     ambient = AmbientSH(np.random.default_rng(5).normal(0.5, 0.3, (9, 3)))
     lights = (
@@ -390,7 +391,7 @@ def test_numpy_and_torch_twins_agree(kind: str) -> None:
 
 def test_torch_twins_of_normals_and_captured_colours_agree() -> None:
     torch = pytest.importorskip("torch")
-    from lca_blender import shading_torch
+    from lca_blender.maths import shading_torch
 
     rng = np.random.default_rng(8)
     rotations = _unit(rng.standard_normal((500, 4)))
@@ -408,7 +409,7 @@ def test_torch_twins_of_normals_and_captured_colours_agree() -> None:
 
 def test_gradients_reach_albedo_material_and_lighting() -> None:
     torch = pytest.importorskip("torch")
-    from lca_blender import shading_torch
+    from lca_blender.maths import shading_torch
 
     scene = {name: torch.as_tensor(value) for name, value in _random_scene(6, seed=11).items()}
     lighting = shading_torch.LightingTensors.from_lighting(
@@ -579,7 +580,7 @@ def test_lighting_file_that_is_not_json_is_refused(tmp_path: Path) -> None:
         read_lighting_file(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("module", ["lca_blender.lights", "lca_blender.shading"])
+@pytest.mark.parametrize("module", ["lca_blender.maths.lights", "lca_blender.maths.shading"])
 def test_blender_side_shading_modules_need_no_torch(module: str) -> None:
     probe = f"import sys, {module}; print(sorted(m for m in ('torch', 'bpy') if m in sys.modules))"
     result = subprocess.run(

@@ -20,8 +20,8 @@ from lca_blender.bodies.smplx_body import (
     smplx_pose_to_pose,
     smplx_rig,
 )
-from lca_blender.deform import forward_kinematics, pose_vertices
 from lca_blender.errors import BodyModelError, PoseError
+from lca_blender.maths.deform import forward_kinematics, pose_vertices
 
 SMPLX_PARENTS = (
     -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,

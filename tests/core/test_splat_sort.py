@@ -7,21 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from lca_blender.lights import AmbientSH, Lighting, PointLight, SunLight
-from lca_blender.shading import pack_lighting
-from lca_blender.splat_sort import (
+from lca_blender.addon.viewport_maths import (
     BlenderLight,
     SortCache,
     back_to_front,
-    covariances,
     lighting_from_blender,
-    linear_to_srgb,
-    opencv_camera,
-    project_gaussians,
     quad_triangles,
     shader_light_rows,
-    srgb_to_linear,
 )
+from lca_blender.maths.colour import linear_to_srgb, srgb_to_linear
+from lca_blender.maths.lights import AmbientSH, Lighting, PointLight, SunLight
+from lca_blender.maths.projection import covariances, opencv_camera, project_gaussians
+from lca_blender.maths.shading import pack_lighting
 
 torch = pytest.importorskip("torch")
 

@@ -28,12 +28,12 @@ from PIL import Image  # noqa: E402
 from lca_blender.avatar import Pose  # noqa: E402
 from lca_blender.bodies.anny_body import anny_rig  # noqa: E402
 from lca_blender.cli import main  # noqa: E402
-from lca_blender.deform import forward_kinematics, pose_avatar  # noqa: E402
 from lca_blender.formats.lca import read_avatar  # noqa: E402
-from lca_blender.metrics import umeyama_similarity  # noqa: E402
-from lca_blender.preview import framed_cameras, render_views, view_azimuths  # noqa: E402
+from lca_blender.maths.alignment import umeyama_similarity  # noqa: E402
+from lca_blender.maths.deform import forward_kinematics, pose_avatar  # noqa: E402
 from lca_blender.reconstruct import pipeline  # noqa: E402
-from lca_blender.sample import sample_avatar  # noqa: E402
+from lca_blender.reconstruct.sample import sample_avatar  # noqa: E402
+from lca_blender.render.pictures import framed_cameras, render_views, view_azimuths  # noqa: E402
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 SIZE = 256

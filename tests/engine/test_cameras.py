@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from lca_blender.metrics import Similarity
-from lca_blender.preview import Camera, look_at
+from lca_blender.maths.alignment import Similarity
+from lca_blender.maths.cameras import Camera, look_at
+from lca_blender.maths.colour import srgb_to_linear
 from lca_blender.progress import Cancelled, Progress
 from lca_blender.reconstruct.cameras import SfmCameras, _unusable, align_cameras, in_reference_frame
-from lca_blender.reconstruct.ingest import Photo, srgb_to_linear
+from lca_blender.reconstruct.ingest import Photo
 
 SIZE = 320
 VIEWS = 24  # 15 degrees apart: at 30 degrees too few features survive on a body this small
@@ -154,9 +155,11 @@ def turnaround():
     pytest.importorskip("torch")
     pytest.importorskip("anny")
     from lca_blender.bodies.anny_body import anny_rig
-    from lca_blender.deform import pose_avatar
-    from lca_blender.preview import framed_cameras, render_views
-    from lca_blender.sample import SH_C0, linear_to_srgb, sample_avatar
+    from lca_blender.maths.colour import linear_to_srgb
+    from lca_blender.maths.deform import pose_avatar
+    from lca_blender.maths.sh import SH_C0
+    from lca_blender.reconstruct.sample import sample_avatar
+    from lca_blender.render.pictures import framed_cameras, render_views
 
     avatar = sample_avatar(anny_rig(), 8000, sh_degree=0)
     rng = np.random.default_rng(1)

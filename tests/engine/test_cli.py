@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lca_blender import __version__, poses
+from lca_blender import __version__
 from lca_blender.cli import main
-from lca_blender.deform import pose_avatar
-from lca_blender.formats import ply
+from lca_blender.formats import ply, poses
 from lca_blender.formats.lca import GAUSSIAN_ARRAYS, read_avatar
 from lca_blender.formats.ply import read_ply
+from lca_blender.maths.deform import pose_avatar
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 SAMPLE_GAUSSIANS = 20_000

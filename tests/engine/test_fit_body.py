@@ -10,10 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lca_blender.preview import Camera, look_at  # noqa: E402
+from lca_blender.maths.cameras import Camera, look_at  # noqa: E402
+from lca_blender.maths.rotations import quaternion_to_matrix  # noqa: E402
 from lca_blender.reconstruct.cameras import SfmCameras  # noqa: E402
 from lca_blender.reconstruct.fit_body import _use_sfm  # noqa: E402
-from lca_blender.rotations import quaternion_to_matrix  # noqa: E402
 
 FOCAL, SIDE = 700.0, 512
 

@@ -30,11 +30,11 @@ from lca_blender.bodies.smplx_body import (  # noqa: E402
     smplx_rig,
 )
 from lca_blender.cli import EXIT_BAD_INPUT, main  # noqa: E402
-from lca_blender.deform import forward_kinematics, pose_vertices  # noqa: E402
 from lca_blender.errors import BodyModelError  # noqa: E402
-from lca_blender.metrics import umeyama_similarity  # noqa: E402
+from lca_blender.maths.alignment import umeyama_similarity  # noqa: E402
+from lca_blender.maths.cameras import look_at  # noqa: E402
+from lca_blender.maths.deform import forward_kinematics, pose_vertices  # noqa: E402
 from lca_blender.paths import cache_dir  # noqa: E402
-from lca_blender.preview import look_at  # noqa: E402
 from lca_blender.reconstruct import fit_body_smplx, pipeline  # noqa: E402
 from lca_blender.reconstruct.fit_body import (  # noqa: E402
     BODY_JOINTS,

@@ -25,15 +25,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("anny")
 
 from lca_blender.avatar import Pose  # noqa: E402
-from lca_blender.deform import pose_avatar  # noqa: E402
 from lca_blender.formats.lca import read_avatar, write_avatar  # noqa: E402
-from lca_blender.lights import AmbientSH, Lighting, SunLight, lighting_from_json  # noqa: E402
-from lca_blender.preview import framed_cameras, render_views, studio_lighting  # noqa: E402
+from lca_blender.maths.colour import srgb_to_linear  # noqa: E402
+from lca_blender.maths.deform import pose_avatar  # noqa: E402
+from lca_blender.maths.lights import AmbientSH, Lighting, SunLight, lighting_from_json  # noqa: E402
 from lca_blender.progress import Cancelled, Progress  # noqa: E402
 from lca_blender.reconstruct.fit_gaussians import fit_gaussians  # noqa: E402
-from lca_blender.reconstruct.ingest import srgb_to_linear  # noqa: E402
+from lca_blender.reconstruct.sample import sample_avatar  # noqa: E402
 from lca_blender.reconstruct.views import BodyFit, Preset, View, capture_from_json, views_from_renders  # noqa: E402
-from lca_blender.sample import sample_avatar  # noqa: E402
+from lca_blender.render.pictures import framed_cameras, render_views, studio_lighting  # noqa: E402
 
 WIDTH, HEIGHT = 96, 128
 SUN_TRAVELS = np.array([0.5, 0.7, -0.5])  # from the front left, above
@@ -149,11 +149,11 @@ def test_exact_cameras_need_little_correction(orbit_fit):
 
 
 def test_camera_correction_moves_the_gaussians_as_the_corrected_camera_sees_them():
-    from lca_blender.deform_torch import quaternion_to_matrix
-    from lca_blender.preview import Camera
+    from lca_blender.maths.cameras import Camera
+    from lca_blender.maths.rotations import axis_angle_to_quaternion
+    from lca_blender.maths.rotations import quaternion_to_matrix as matrix_of
+    from lca_blender.maths.rotations_torch import quaternion_to_matrix
     from lca_blender.reconstruct.fit_gaussians import _CameraCorrection, _photo
-    from lca_blender.rotations import axis_angle_to_quaternion
-    from lca_blender.rotations import quaternion_to_matrix as matrix_of
 
     def axis_angle_to_matrix(rotation_vector: np.ndarray) -> np.ndarray:
         return matrix_of(axis_angle_to_quaternion(rotation_vector[None]))[0]
@@ -191,7 +191,7 @@ def test_camera_correction_moves_the_gaussians_as_the_corrected_camera_sees_them
 def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     from types import SimpleNamespace
 
-    from lca_blender.preview import Camera
+    from lca_blender.maths.cameras import Camera
     from lca_blender.reconstruct.fit_gaussians import _CameraCorrection, _photo, _photo_weights
     from lca_blender.render import render
 

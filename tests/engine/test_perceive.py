@@ -10,11 +10,12 @@ pytest.importorskip("anny")
 pytest.importorskip("mediapipe")
 
 from lca_blender.bodies.anny_body import anny_rig  # noqa: E402
-from lca_blender.deform import pose_avatar  # noqa: E402
-from lca_blender.preview import framed_cameras, render_views, view_azimuths  # noqa: E402
-from lca_blender.reconstruct.ingest import Photo, srgb_to_linear  # noqa: E402
+from lca_blender.maths.colour import srgb_to_linear  # noqa: E402
+from lca_blender.maths.deform import pose_avatar  # noqa: E402
+from lca_blender.reconstruct.ingest import Photo
 from lca_blender.reconstruct.perceive import PerceiveError, count_people, perceive  # noqa: E402
-from lca_blender.sample import sample_avatar  # noqa: E402
+from lca_blender.reconstruct.sample import sample_avatar  # noqa: E402
+from lca_blender.render.pictures import framed_cameras, render_views, view_azimuths  # noqa: E402
 
 SIZE = 384
 # MediaPipe Pose landmark -> the Anny joint at the same place (heads of these bones).

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .errors import AvatarError
-from .progress import Overall
+from ..errors import AvatarError
+from ..progress import Overall
 
 # The engine's Python, for a set-up that the preferences do not name (render nodes, CI).
 ENGINE_PYTHON_VARIABLE = "LCA_ENGINE_PYTHON"

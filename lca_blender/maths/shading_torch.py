@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .deform_torch import quaternion_to_matrix
 from .lights import Lighting
-from .render.sh import sh_to_color
-from .shading import _CLAMPED_COSINE, _TINY, MIN_ALPHA, pack_lighting
+from .rotations_torch import quaternion_to_matrix
+from .sh_torch import irradiance_basis, sh_to_color
+from .shading import _CLAMPED_COSINE, _TINY, MIN_GGX_ALPHA, pack_lighting
 
 
 @dataclass(frozen=True)
@@ -53,28 +53,9 @@ class LightingTensors:
         )
 
 
-def sh_basis_l2(directions: torch.Tensor) -> torch.Tensor:
-    """[..., 9] the standard real spherical harmonics up to l = 2 at unit `directions` [..., 3]."""
-    x, y, z = directions.unbind(-1)
-    return torch.stack(
-        [
-            torch.full_like(x, 0.28209479177387814),
-            0.4886025119029199 * y,
-            0.4886025119029199 * z,
-            0.4886025119029199 * x,
-            1.0925484305920792 * x * y,
-            1.0925484305920792 * y * z,
-            0.31539156525252005 * (3 * z * z - 1),
-            1.0925484305920792 * x * z,
-            0.5462742152960396 * (x * x - y * y),
-        ],
-        dim=-1,
-    )
-
-
 def ambient_irradiance(normals: torch.Tensor, ambient_sh: torch.Tensor) -> torch.Tensor:
     """[N, 3] irradiance E_ambient at unit `normals` [N, 3] from the world radiance `ambient_sh` [9, 3]."""
-    weights = sh_basis_l2(normals) * torch.as_tensor(
+    weights = irradiance_basis(normals) * torch.as_tensor(
         _CLAMPED_COSINE, dtype=normals.dtype, device=normals.device
     )
     return (weights @ ambient_sh).clamp_min(0.0)
@@ -155,7 +136,7 @@ def specular_brdf(
 
     normals, light_dirs, view_dirs: [..., 3] unit; roughness, f0: [...]. Returns [...], per steradian.
     """
-    alpha = (roughness * roughness).clamp_min(MIN_ALPHA)
+    alpha = (roughness * roughness).clamp_min(MIN_GGX_ALPHA)
     alpha2 = alpha * alpha
     n_dot_l = (normals * light_dirs).sum(-1)
     n_dot_v = (normals * view_dirs).sum(-1)

@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LightingError
+from ..errors import LightingError
 
 Vector3 = tuple[float, float, float]
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .avatar import GaussianAvatar, Rig
+from ..avatar import GaussianAvatar, Rig
+from ..maths.colour import linear_to_srgb
+from ..maths.sh import SH_C0
 
-SH_C0 = 0.28209479177387814  # Y_0^0, the 3DGS constant: colour = 0.5 + SH_C0 * dc
 _FLATNESS = 0.15  # Gaussians are thin discs lying on the skin: normal scale / tangent scale
 
 # Linear-light albedo of each garment.
@@ -23,12 +24,6 @@ _TROUSERS_CHECK = np.array([0.30, 0.08, 0.06])
 _SHOES = np.array([0.03, 0.025, 0.02])
 _EYE_WHITE = np.array([0.80, 0.80, 0.78])
 _IRIS = np.array([0.06, 0.10, 0.05])
-
-
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (display colours are what 3DGS viewers expect in the SH)."""
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
 
 
 def sample_surface(rig: Rig, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +109,7 @@ def sample_avatar(
     is_skin = np.all(np.isclose(albedo / np.maximum(albedo.sum(1, keepdims=True), 1e-9),
                                 _SKIN / _SKIN.sum(), atol=0.02), axis=1)  # fmt: skip
     sh = np.zeros((gaussian_count, (sh_degree + 1) ** 2, 3))
-    sh[:, 0] = (linear_to_srgb(albedo) - 0.5) / SH_C0
+    sh[:, 0] = (linear_to_srgb(np.clip(albedo, 0.0, 1.0)) - 0.5) / SH_C0
     if sh_degree >= 1:
         # A faint view-dependent tint on the skin (brighter seen from below, darker from above).
         sh[is_skin, 2] = 0.08

@@ -54,28 +54,15 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .avatar import GaussianAvatar, Splats
+from ..avatar import GaussianAvatar, Splats
 from .lights import AreaLight, Lighting, PointLight, SpotLight, SunLight
 from .rotations import quaternion_to_matrix
+from .sh import degree_of, irradiance_basis, sh_basis
 
-MIN_ALPHA = 1e-3  # GGX alpha floor: a smaller lobe lit by a point light is an invisible spike
+# The floor of GGX's alpha (roughness squared): a narrower lobe lit by a point light is an invisible spike.
+MIN_GGX_ALPHA = 1e-3
 _TINY = 1e-12  # guards divisions by lengths and squared distances
 _CLAMPED_COSINE = np.array([math.pi] + [2 * math.pi / 3] * 3 + [math.pi / 4] * 5)  # A_l per coefficient
-
-# The 3DGS colour basis (constants and signs of the reference implementation's sh_utils.py). The
-# engine's torch evaluator is `render/sh.py`; this numpy copy is the one Blender can load.
-_C0 = 0.28209479177387814
-_C1 = 0.4886025119029199
-_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
 
 
 @dataclass(frozen=True)
@@ -145,28 +132,9 @@ def pack_lighting(lighting: Lighting) -> LightArrays:
     )
 
 
-def sh_basis_l2(directions: np.ndarray) -> np.ndarray:
-    """[..., 9] the standard real spherical harmonics up to l = 2 at unit `directions` [..., 3]."""
-    x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
-    return np.stack(
-        [
-            np.full_like(x, 0.28209479177387814),
-            0.4886025119029199 * y,
-            0.4886025119029199 * z,
-            0.4886025119029199 * x,
-            1.0925484305920792 * x * y,
-            1.0925484305920792 * y * z,
-            0.31539156525252005 * (3 * z * z - 1),
-            1.0925484305920792 * x * z,
-            0.5462742152960396 * (x * x - y * y),
-        ],
-        axis=-1,
-    )
-
-
 def ambient_irradiance(normals: np.ndarray, ambient_sh: np.ndarray) -> np.ndarray:
     """[N, 3] irradiance E_ambient at unit `normals` [N, 3] from the world radiance `ambient_sh` [9, 3]."""
-    weights = sh_basis_l2(normals) * _CLAMPED_COSINE.astype(normals.dtype)
+    weights = irradiance_basis(normals) * _CLAMPED_COSINE.astype(normals.dtype)
     return np.maximum(weights @ ambient_sh.astype(normals.dtype), 0.0)
 
 
@@ -249,7 +217,7 @@ def specular_brdf(
 
     normals, light_dirs, view_dirs: [..., 3] unit; roughness, f0: [...]. Returns [...], per steradian.
     """
-    alpha = np.maximum(roughness * roughness, MIN_ALPHA)
+    alpha = np.maximum(roughness * roughness, MIN_GGX_ALPHA)
     alpha2 = alpha * alpha
     n_dot_l = np.sum(normals * light_dirs, axis=-1)
     n_dot_v = np.sum(normals * view_dirs, axis=-1)
@@ -324,38 +292,10 @@ def gaussian_normals(
     return normals
 
 
-def sh_basis_3dgs(directions: np.ndarray, coefficient_count: int) -> np.ndarray:
-    """[..., B] the 3DGS colour basis (B = 1, 4, 9 or 16) at unit `directions` [..., 3]."""
-    x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
-    basis = [np.full_like(x, _C0)]
-    if coefficient_count > 1:
-        basis += [-_C1 * y, _C1 * z, -_C1 * x]
-    if coefficient_count > 4:
-        xx, yy, zz = x * x, y * y, z * z
-        basis += [
-            _C2[0] * x * y,
-            _C2[1] * y * z,
-            _C2[2] * (2 * zz - xx - yy),
-            _C2[3] * x * z,
-            _C2[4] * (xx - yy),
-        ]
-    if coefficient_count > 9:
-        basis += [
-            _C3[0] * y * (3 * xx - yy),
-            _C3[1] * x * y * z,
-            _C3[2] * y * (4 * zz - xx - yy),
-            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-            _C3[4] * x * (4 * zz - xx - yy),
-            _C3[5] * z * (xx - yy),
-            _C3[6] * x * (xx - 3 * yy),
-        ]
-    return np.stack(basis, axis=-1)
-
-
 def captured_colors(sh: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
     """[N, 3] the "as captured" 3DGS colours of `sh` [N, B, 3] seen along `view_dirs` [N, 3]
     (unit, from each Gaussian towards the eye); display-referred, as 3DGS viewers show them."""
-    basis = sh_basis_3dgs(-view_dirs, sh.shape[1])
+    basis = sh_basis(-view_dirs, degree_of(sh.shape[1]))
     return np.maximum(np.einsum("nb,nbc->nc", basis, sh) + 0.5, 0.0)
 
 

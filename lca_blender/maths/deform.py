@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .avatar import GaussianAvatar, Pose, Rig, Splats
-from .errors import PoseError
+from ..avatar import GaussianAvatar, Pose, Rig, Splats
+from ..errors import PoseError
 from .rotations import (
     hamilton_rows,
     matrix_to_quaternion,

@@ -1,19 +1,7 @@
-"""The viewport's splat maths in numpy: cameras, 3DGS projection, sort order and light packing.
+"""The viewport's splat maths in numpy: sort order, screen quads, and Blender's lights for the shader.
 
-Blender loads this module (numpy and the standard library only). The GLSL in `viewport/shaders.py`
-runs the same projection per vertex; `project_gaussians` here is its CPU twin, held to the engine's
-torch projection (`render/projection.py`) by the tests.
-
-Cameras. Blender gives a view matrix V (world to camera, OpenGL axes: x right, y up, looking down
--z) and a projection matrix P (camera to clip). The engine takes OpenCV cameras (x right, y down,
-looking down +z) with pixel intrinsics K. For a perspective P over a W x H image:
-
-    viewmat = diag(1, -1, -1, 1) V,
-    fx = P00 W / 2,  fy = P11 H / 2,  cx = (1 - P02) W / 2,  cy = (1 + P12) H / 2,
-
-the principal point from the lens shift that P carries in P02 and P12. The GLSL works in OpenGL
-pixels (origin bottom left), where the y principal point is (1 - P12) H / 2 and the covariance's
-off-diagonal changes sign with y; the image is the same one mirrored, so nothing else changes.
+Blender loads this module (numpy and the standard library only). The projection it draws with is
+`maths/projection.py`; the lights are packed as `maths/shading.py` packs them for the engine.
 """
 
 from __future__ import annotations
@@ -24,113 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lights import AmbientSH, AreaLight, Light, Lighting, PointLight, SpotLight, SunLight
-from .rotations import quaternion_to_matrix
-from .shading import LightArrays, pack_lighting
+from ..maths.lights import AmbientSH, AreaLight, Light, Lighting, PointLight, SpotLight, SunLight
+from ..maths.shading import LightArrays, pack_lighting
 
-LOW_PASS = 0.3  # px^2 added to every 2D covariance (3DGS's screen-space low-pass filter)
-MIN_ALPHA = 1.0 / 255.0  # fragments below this are discarded, as 3DGS skips them
-FOV_CLAMP = 1.3  # the Jacobian's x/z, y/z are clamped to this many half fields of view (gsplat)
 MAX_SHADER_LIGHTS = 64  # lights.MAX_LIGHTS: the uniform buffer holds this many
 LIGHT_ROWS = 4  # vec4 rows per light in the uniform buffer (see `shader_light_rows`)
 LIGHT_TYPES = {"SUN": 0, "POINT": 1, "SPOT": 2, "AREA": 3}
-
-_OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
-
-
-def opencv_camera(
-    view_matrix: np.ndarray, projection_matrix: np.ndarray, width: int, height: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The engine's camera (viewmat [4, 4], K [3, 3], float64) of a Blender perspective view.
-
-    view_matrix: [4, 4] world to camera (Blender / OpenGL); projection_matrix: [4, 4] perspective.
-    """
-    view = np.asarray(view_matrix, dtype=np.float64)
-    projection = np.asarray(projection_matrix, dtype=np.float64)
-    if abs(projection[3, 3]) > 1e-9:
-        raise ValueError("The engine's cameras are pinholes; an orthographic projection has no K.")
-    K = np.array(
-        [
-            [projection[0, 0] * width / 2, 0.0, (1 - projection[0, 2]) * width / 2],
-            [0.0, projection[1, 1] * height / 2, (1 + projection[1, 2]) * height / 2],
-            [0.0, 0.0, 1.0],
-        ]
-    )
-    return _OPENGL_TO_OPENCV @ view, K
-
-
-def covariances(rotations: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """[N, 6] upper triangles (xx, xy, xz, yy, yz, zz) of Sigma = (Q S)(Q S)^T.
-
-    rotations: [N, 4] quaternions (w, x, y, z), normalised here; scales: [N, 3] standard deviations.
-    """
-    factors = quaternion_to_matrix(np.asarray(rotations, np.float64)) * np.asarray(scales)[:, None, :]
-    sigma = factors @ np.swapaxes(factors, 1, 2)
-    return sigma[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
-
-
-@dataclass(frozen=True)
-class ScreenGaussians:
-    """Gaussians as one camera sees them (the numpy twin of the shader's vertex stage)."""
-
-    means2d: np.ndarray  # [N, 2] pixel coordinates, OpenCV (origin top left, pixel centres at +0.5)
-    conics: np.ndarray  # [N, 3] (a, b, c) of the inverse 2D covariance [[a, b], [b, c]]
-    depths: np.ndarray  # [N] camera-space z (distance along the view axis)
-    half_extents: np.ndarray  # [N, 2] half sizes of the screen quad, pixels
-
-
-def project_gaussians(
-    means: np.ndarray,  # [N, 3]
-    covariance_triangles: np.ndarray,  # [N, 6] from `covariances`
-    opacities: np.ndarray,  # [N]
-    viewmat: np.ndarray,  # [4, 4] world to camera, OpenCV
-    K: np.ndarray,  # [3, 3]
-    width: int,
-    height: int,
-) -> ScreenGaussians:
-    """EWA projection of 3D Gaussians, as the viewport's vertex shader and `render/projection.py` do.
-
-    Sigma' = J W Sigma W^T J^T + 0.3 I with J the pinhole Jacobian at the clamped camera position,
-    and a quad of half extents e sqrt(diag Sigma'), e = sqrt(2 ln(255 o)) at most 3.33: outside it
-    alpha = o exp(-d^2 / 2) is below 1/255 and would be discarded anyway.
-    """
-    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
-    camera = means @ rotation.T + translation
-    x, y, z = camera[:, 0], camera[:, 1], camera[:, 2]
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    margin_x = (FOV_CLAMP - 1.0) * 0.5 * width / fx
-    margin_y = (FOV_CLAMP - 1.0) * 0.5 * height / fy
-    clamped_x = z * np.clip(x / z, -(cx / fx + margin_x), (width - cx) / fx + margin_x)
-    clamped_y = z * np.clip(y / z, -(cy / fy + margin_y), (height - cy) / fy + margin_y)
-    jacobian = np.zeros((len(z), 2, 3))
-    jacobian[:, 0, 0] = fx / z
-    jacobian[:, 0, 2] = -fx * clamped_x / (z * z)
-    jacobian[:, 1, 1] = fy / z
-    jacobian[:, 1, 2] = -fy * clamped_y / (z * z)
-    sigma = _full_covariances(covariance_triangles)
-    camera_sigma = rotation @ sigma @ rotation.T
-    sigma2d = jacobian @ camera_sigma @ np.swapaxes(jacobian, 1, 2)
-    cov_xx, cov_xy, cov_yy = sigma2d[:, 0, 0] + LOW_PASS, sigma2d[:, 0, 1], sigma2d[:, 1, 1] + LOW_PASS
-    determinant = cov_xx * cov_yy - cov_xy * cov_xy
-    conics = np.stack([cov_yy, -cov_xy, cov_xx], axis=1) / determinant[:, None]
-    extent = quad_extent(opacities)
-    return ScreenGaussians(
-        means2d=np.stack([fx * x / z + cx, fy * y / z + cy], axis=1),
-        conics=conics,
-        depths=z,
-        half_extents=extent[:, None] * np.sqrt(np.stack([cov_xx, cov_yy], axis=1)),
-    )
-
-
-def quad_extent(opacities: np.ndarray) -> np.ndarray:
-    """[N] Mahalanobis radius beyond which alpha = o exp(-d^2 / 2) < 1/255 (3.33 at o = 1)."""
-    ratio = np.maximum(np.asarray(opacities, np.float64), MIN_ALPHA) / MIN_ALPHA
-    return np.sqrt(2.0 * np.log(np.minimum(ratio, 1.0 / MIN_ALPHA)))
-
-
-def _full_covariances(triangles: np.ndarray) -> np.ndarray:
-    xx, xy, xz, yy, yz, zz = np.moveaxis(np.asarray(triangles, np.float64), -1, 0)
-    return np.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], axis=-1).reshape(-1, 3, 3)
 
 
 def back_to_front(means: np.ndarray, view_matrix: np.ndarray) -> np.ndarray:
@@ -178,22 +65,6 @@ QUAD_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dt
 def per_corner(values: np.ndarray) -> np.ndarray:
     """[4 N, ...] float32: each Gaussian's row repeated for its quad's four corners."""
     return np.repeat(np.ascontiguousarray(values, dtype=np.float32), 4, axis=0)
-
-
-def srgb_to_linear(values: np.ndarray) -> np.ndarray:
-    """The sRGB decoding (IEC 61966-2-1), extended linearly below 0 and as the power law above 1."""
-    values = np.asarray(values)
-    magnitude = np.abs(values)
-    decoded = np.where(magnitude <= 0.04045, magnitude / 12.92, ((magnitude + 0.055) / 1.055) ** 2.4)
-    return np.sign(values) * decoded
-
-
-def linear_to_srgb(values: np.ndarray) -> np.ndarray:
-    """The sRGB encoding (IEC 61966-2-1), the inverse of `srgb_to_linear`."""
-    values = np.asarray(values)
-    magnitude = np.abs(values)
-    encoded = np.where(magnitude <= 0.0031308, magnitude * 12.92, 1.055 * magnitude ** (1 / 2.4) - 0.055)
-    return np.sign(values) * encoded
 
 
 @dataclass(frozen=True)

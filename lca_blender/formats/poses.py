@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .avatar import Pose, Rig
-from .errors import PoseError
-from .rotations import axis_angle_to_quaternion, quaternion_multiply
+from ..avatar import FINGERS, Pose, Rig
+from ..errors import PoseError
+from ..maths.rotations import axis_angle_to_quaternion, quaternion_multiply
 
 MAX_POSE_FILE_BYTES = 1024 * 1024
-
-_FINGERS = ("finger1", "finger2", "finger3", "finger4", "finger5")
 
 
 def _curl(side: str, fingers: tuple[str, ...], degrees: float) -> dict[str, dict[str, list[float]]]:
@@ -47,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "upperarm01.R": {"euler_xyz_deg": [0, 0, -47]},
         }
     },
-    "fists": {"joints": {**_curl("L", _FINGERS, 70), **_curl("R", _FINGERS, 70)}},
+    "fists": {"joints": {**_curl("L", FINGERS, 70), **_curl("R", FINGERS, 70)}},
     "point": {
         "joints": {
             **_curl("R", ("finger1", "finger3", "finger4", "finger5"), 75),

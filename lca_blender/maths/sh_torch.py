@@ -1,51 +1,18 @@
-"""The 3DGS colour model: real spherical harmonics of degree 0..3 evaluated along viewing rays.
+"""Real spherical harmonics in torch, differentiable: the twins of `sh.py`, and the 3DGS colour.
 
-The basis is the real SH with the Condon-Shortley phase, ordered m = -l..l within each degree, which
-is what the reference 3DGS implementation (`sh_utils.py`) and gsplat evaluate; written out in
-Cartesian form on the unit direction (x, y, z) from the camera to the Gaussian:
-
-    l = 0:  C0
-    l = 1:  -C1 y,  C1 z,  -C1 x
-    l = 2:  C2[0] xy,  C2[1] yz,  C2[2] (2zz - xx - yy),  C2[3] xz,  C2[4] (xx - yy)
-    l = 3:  C3[0] y (3xx - yy),  C3[1] xyz,  C3[2] y (4zz - xx - yy),  C3[3] z (2zz - 3xx - 3yy),
-            C3[4] x (4zz - xx - yy),  C3[5] z (xx - yy),  C3[6] x (xx - 3yy)
-
-and a Gaussian's colour is max(0.5 + sum_lm sh_lm Y_lm(d), 0) per channel.
+The bases, their conventions and constants are documented in `sh.py`.
 """
 
 from __future__ import annotations
 
 import torch
 
-SH_C0 = 0.28209479177387814
-SH_C1 = 0.4886025119029199
-SH_C2 = (
-    1.0925484305920792,
-    -1.0925484305920792,
-    0.31539156525252005,
-    -1.0925484305920792,
-    0.5462742152960396,
-)
-SH_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
-
-
-def coefficient_count(degree: int) -> int:
-    """Number of SH coefficients per channel up to `degree`: (degree + 1)^2."""
-    return (degree + 1) ** 2
+from .sh import SH_C0, SH_C1, SH_C2, SH_C3, check_degree, coefficient_count
 
 
 def sh_basis(directions: torch.Tensor, degree: int) -> torch.Tensor:
-    """[..., (degree+1)^2] the 3DGS SH basis at unit `directions` [..., 3], degree 0..3."""
-    if not 0 <= degree <= 3:
-        raise ValueError(f"SH degree must be 0..3, got {degree}.")
+    """[..., (degree+1)^2] the 3DGS colour basis at unit `directions` [..., 3], degree 0..3."""
+    check_degree(degree)
     x, y, z = directions.unbind(-1)
     basis = [torch.full_like(x, SH_C0)]
     if degree >= 1:
@@ -70,6 +37,25 @@ def sh_basis(directions: torch.Tensor, degree: int) -> torch.Tensor:
             SH_C3[6] * x * (xx - 3 * yy),
         ]
     return torch.stack(basis, dim=-1)
+
+
+def irradiance_basis(directions: torch.Tensor) -> torch.Tensor:
+    """[..., 9] the standard real SH up to l = 2 (no Condon-Shortley phase) at unit `directions` [..., 3]."""
+    x, y, z = directions.unbind(-1)
+    return torch.stack(
+        [
+            torch.full_like(x, SH_C0),
+            SH_C1 * y,
+            SH_C1 * z,
+            SH_C1 * x,
+            SH_C2[0] * x * y,
+            SH_C2[0] * y * z,
+            SH_C2[2] * (3 * z * z - 1),
+            SH_C2[0] * x * z,
+            SH_C2[4] * (x * x - y * y),
+        ],
+        dim=-1,
+    )
 
 
 def sh_to_color(

@@ -1,9 +1,9 @@
 """Pictures of an avatar: framed cameras, the two looks, PNG stills, contact sheets and turntables.
 
-Engine only (torch, through the renderer). The cameras follow the renderer's OpenCV convention:
-a world-to-camera matrix, +Z forward, +Y down. Images are returned in display space (sRGB):
-the "captured" look is already display-encoded (3DGS colours are), the "relit" look is linear
-light from the shading model and is encoded here.
+Engine only (torch, through the renderer). The cameras (`maths/cameras.py`) follow the
+renderer's OpenCV convention: a world-to-camera matrix, +Z forward, +Y down. Images are returned
+in display space (sRGB): the "captured" look is already display-encoded (3DGS colours are), the
+"relit" look is linear light from the shading model and is encoded here.
 """
 
 from __future__ import annotations
@@ -11,33 +11,25 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .avatar import GaussianAvatar, Splats
-from .errors import AvatarError, AvatarWriteError
-from .formats.atomic import atomic_output
-from .lights import AmbientSH, Lighting, SunLight
-from .progress import Progress
-from .sample import linear_to_srgb
+from ..avatar import GaussianAvatar, Splats
+from ..errors import AvatarError, AvatarWriteError
+from ..formats.atomic import atomic_output
+from ..maths.cameras import Camera, look_at, orbit_direction
+from ..maths.colour import linear_to_srgb
+from ..maths.lights import AmbientSH, Lighting, SunLight
+from ..maths.sh import degree_of
+from ..maths.shading import relight_splats, skin_normals
+from ..progress import Progress
+from .rendering import render
 
 LOOKS = ("captured", "relit")
 NAMED_VIEWS = {"front": 0.0, "side": 90.0, "back": 180.0}  # azimuth in degrees; 90 = from +X
 MAX_IMAGE_SIDE = 8192
-
-
-@dataclass(frozen=True)
-class Camera:
-    """A pinhole camera (OpenCV convention) with a name for labels and file names."""
-
-    name: str
-    position: np.ndarray  # [3] world position
-    viewmat: np.ndarray  # [4, 4] world to camera
-    intrinsics: np.ndarray  # [3, 3] pixel intrinsics K
-    width: int
-    height: int
 
 
 def studio_lighting() -> Lighting:
@@ -49,24 +41,6 @@ def studio_lighting() -> Lighting:
             SunLight(direction=(-0.5, -0.85, -0.2), color=(0.62, 0.76, 1.0), strength_w_m2=2.4),
         ),
     )
-
-
-def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
-    """[4, 4] world-to-camera matrix of a camera at `position` looking at `target` (Z up)."""
-    position = np.asarray(position, np.float64)
-    forward = np.asarray(target, np.float64) - position
-    forward /= np.linalg.norm(forward)
-    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, np.float64)
-    right = np.cross(forward, up)
-    if np.linalg.norm(right) < 1e-6:  # looking straight up or down
-        right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    rotation = np.stack([right, down, forward])
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = rotation
-    viewmat[:3, 3] = -rotation @ position
-    return viewmat
 
 
 def view_azimuths(spec: str) -> list[tuple[str, float]]:
@@ -119,14 +93,7 @@ def framed_cameras(
     cameras = []
     for name, azimuth in views:
         angle, elevation = math.radians(azimuth), math.radians(elevation_deg)
-        direction = np.array(
-            [
-                math.sin(angle) * math.cos(elevation),
-                -math.cos(angle) * math.cos(elevation),
-                math.sin(elevation),
-            ]
-        )
-        position = centre + distance * direction
+        position = centre + distance * orbit_direction(angle, elevation)
         cameras.append(Camera(name, position, look_at(position, centre), intrinsics, width, height))
     return cameras
 
@@ -145,11 +112,6 @@ def render_views(
 
     RGB has the background composited; A is the coverage, for compositing elsewhere.
     """
-    import torch
-
-    from .render import render
-    from .shading import relight_splats, skin_normals
-
     if look not in LOOKS:
         raise AvatarError(f"Unknown look '{look}'. Use one of: {', '.join(LOOKS)}.")
     progress = progress or Progress()
@@ -166,11 +128,11 @@ def render_views(
     images = []
     for index, camera in enumerate(cameras):
         if look == "captured":
-            appearance, sh_degree = tensor(splats.sh), int(round(math.sqrt(splats.sh.shape[1]))) - 1
+            appearance, sh_degree = tensor(splats.sh), degree_of(splats.sh.shape[1])
         else:
             # Relight in linear light, encode for display: the SH path is display-encoded already.
             linear = relight_splats(avatar, splats, lighting, camera.position, normals)
-            appearance, sh_degree = tensor(linear_to_srgb(linear)), None
+            appearance, sh_degree = tensor(linear_to_srgb(np.clip(linear, 0.0, 1.0))), None
         with torch.no_grad():
             result = render(
                 means, quats, scales, opacities, appearance,

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .avatar import GaussianAvatar, Rig
-from .deform import GaussianBinding, bind, pose_gaussians, triangle_frames
-from .errors import AvatarError
-from .rotations import bone_roll_towards, quaternion_multiply
+from ..avatar import GaussianAvatar, Rig
+from ..errors import AvatarError
+from ..maths.deform import GaussianBinding, bind, pose_gaussians, triangle_frames
+from ..maths.rotations import bone_roll_towards, quaternion_multiply
 
 OPACITY_CLIP = 1e-6
 """Opacities are clipped to [OPACITY_CLIP, 1 - OPACITY_CLIP] before the logit (as in formats/ply.py)."""
