@@ -15,7 +15,7 @@ import bpy
 from ..lca_blender.addon.engine_process import AvatarBuild, JobStatus
 from ..lca_blender.errors import AvatarError
 from . import engine
-from .build import import_avatar
+from .build import import_built_avatar
 from .engine import EngineController, ModalControllerMixin, running_controller, show_progress
 
 REPORT_TEXT = "LCA batch report"
@@ -93,7 +93,7 @@ class BatchController(EngineController):
         scene: bpy.types.Scene,
         subjects: list[Subject],
         make_build: Callable[[Subject], AvatarBuild],
-        on_built: Callable[[Path], list[bpy.types.Object]] = import_avatar,
+        on_built: Callable[[Path], list[bpy.types.Object]] = import_built_avatar,
         spacing_m: float = 1.0,
     ) -> None:
         super().__init__(scene)
@@ -169,6 +169,13 @@ class BatchController(EngineController):
             place_in_row(self.on_built(build.output), subject.slot, self.spacing_m)
         except AvatarError as error:
             self.results.append(SubjectResult(subject, "failed", f"import: {error}"))
+        except BaseException:
+            # A bug: it keeps its traceback, and the batch still ends so that another job can start.
+            self.results.append(SubjectResult(subject, "failed", "import: an error in the add-on"))
+            self.status = JobStatus.FAILED
+            write_report(self.results)
+            self._release("Failed", f"Batch stopped at {subject.name}: importing failed (see the console)")
+            raise
         else:
             self.results.append(SubjectResult(subject, "built", str(build.output)))
 

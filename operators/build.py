@@ -17,6 +17,7 @@ from ..lca_blender.addon.engine_process import AvatarBuild, JobStatus
 from ..lca_blender.errors import AvatarError
 from . import engine
 from .engine import EngineController, ModalControllerMixin, show_progress
+from .import_export import create_avatar_objects
 
 
 def avatar_name(photos: Sequence[Path]) -> str:
@@ -40,18 +41,17 @@ def unused_path(folder: Path, name: str, suffix: str = ".lca") -> Path:
     return candidate
 
 
-def import_avatar(path: Path) -> list[bpy.types.Object]:
-    """Import an .lca with the add-on's import operator; returns the objects it created."""
-    if not hasattr(bpy.types, "LCA_OT_import_avatar"):
-        raise AvatarError("The LCA import operator is not available; re-enable the LCA Avatars add-on.")
-    before = set(bpy.data.objects)
+def import_built_avatar(path: Path) -> list[bpy.types.Object]:
+    """Bring the engine's .lca into the current scene as the Import operator does; the objects it made.
+
+    Called directly rather than through `bpy.ops.lca.import_avatar`, which would turn any error,
+    a bug's traceback included, into a RuntimeError with the text of its report.
+    """
     try:
-        result = bpy.ops.lca.import_avatar(filepath=str(path))
-    except RuntimeError as error:  # what bpy.ops raises when the operator reports an error
-        raise AvatarError(f"Importing '{path.name}' failed: {error}") from None
-    if "FINISHED" not in result:
-        raise AvatarError(f"Importing '{path.name}' did not finish.")
-    return [obj for obj in bpy.data.objects if obj not in before]
+        imported = create_avatar_objects(bpy.context, str(path))
+    except AvatarError as error:
+        raise AvatarError(f"Importing '{path.name}' failed: {error}") from error
+    return [imported.rig, imported.body, imported.splats]
 
 
 class BuildController(EngineController):
@@ -61,7 +61,7 @@ class BuildController(EngineController):
         self,
         scene: bpy.types.Scene,
         build: AvatarBuild,
-        on_built: Callable[[Path], list[bpy.types.Object]] = import_avatar,
+        on_built: Callable[[Path], list[bpy.types.Object]] = import_built_avatar,
     ) -> None:
         super().__init__(scene)
         self.build = build
@@ -110,6 +110,11 @@ class BuildController(EngineController):
                 self.imported = self.on_built(self.build.output)
             except AvatarError as error:
                 self.status, self.error_message = JobStatus.FAILED, str(error)
+            except BaseException:
+                # A bug: it keeps its traceback, and the job still ends so that another can start.
+                self.status = JobStatus.FAILED
+                self._release("Failed", f"{self.title}: importing the avatar failed (see the console)")
+                raise
             else:
                 self.status = JobStatus.SUCCEEDED
         else:

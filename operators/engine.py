@@ -180,7 +180,12 @@ class ModalControllerMixin:
             self._controller.cancel()
         elif event.type != "TIMER":  # any timer tick will do: stepping more often costs nothing
             return {"PASS_THROUGH"}
-        if not self._controller.step().finished:
+        try:
+            finished = self._controller.step().finished
+        except BaseException:
+            context.window_manager.event_timer_remove(self._timer)  # a bug ends the operator
+            raise
+        if not finished:
             return {"RUNNING_MODAL"}
         context.window_manager.event_timer_remove(self._timer)
         return self.finish_controller(context)

@@ -11,6 +11,7 @@ import numpy as np
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..viewport import posing, state
+from .animation import avatar_splats
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ImportedAvatar:
     splats: bpy.types.Object  # mesh <name>_splats, child of the body
 
 
-def import_avatar(context: bpy.types.Context, filepath: str) -> ImportedAvatar:
+def create_avatar_objects(context: bpy.types.Context, filepath: str) -> ImportedAvatar:
     """Read an .lca file and build its objects in a new collection named after the file.
 
     Raises AvatarError (with an artist-readable message) when the file cannot be read.
@@ -191,7 +192,7 @@ class LCA_OT_import_avatar(bpy.types.Operator, ImportHelper):
         paths = [os.path.join(self.directory, file.name) for file in self.files if file.name]
         for path in paths or [self.filepath]:
             try:
-                import_avatar(context, path)
+                create_avatar_objects(context, path)
             except AvatarError as error:
                 self.report({"ERROR"}, str(error))
                 return {"CANCELLED"}
@@ -211,16 +212,12 @@ class LCA_FH_avatar(bpy.types.FileHandler):
         return context.area is not None and context.area.type in {"VIEW_3D", "OUTLINER"}
 
 
-def avatar_splats(context: bpy.types.Context) -> bpy.types.Object | None:
-    """The splats object of the active avatar: the active object's own, else the scene's only one."""
-    candidates = [obj for obj in context.scene.objects if obj.type == "MESH" and obj.lca.is_splats]
-    active = context.active_object
-    if active is not None:
-        if active in candidates:
-            return active
-        same_avatar = [obj for obj in candidates if obj.lca.avatar_name == active.lca.avatar_name]
-        if active.lca.avatar_name and same_avatar:
-            return same_avatar[0]
+def active_avatar_splats(context: bpy.types.Context) -> bpy.types.Object | None:
+    """The splats object of the active object's avatar, else the scene's only one."""
+    splats = avatar_splats(context.active_object)
+    if splats is not None:
+        return splats
+    candidates = posing.splats_objects(context.scene)
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -236,7 +233,7 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if avatar_splats(context) is None:
+        if active_avatar_splats(context) is None:
             cls.poll_message_set("Select an imported LCA avatar")
             return False
         return True
@@ -246,7 +243,7 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
         from ..lca_blender.errors import AvatarError
         from ..lca_blender.formats.ply import write_ply
 
-        splats_object = avatar_splats(context)
+        splats_object = active_avatar_splats(context)
         preview = state.get_preview(splats_object.name)
         try:
             if preview is None:

@@ -16,6 +16,12 @@ primitive. `lca.render_frames` renders the active camera's frame range itself. F
   5. writes to a temporary name and renames it, so an interrupted run leaves no partial file.
 Relit splats use the scene's lights and world colour (no shadows); captured splats use their
 colours as photographed. Hidden-in-render splats objects and objects whose preview is off are skipped.
+
+What stops a run: the artist cancelling Blender's render (Esc, or Ctrl+C in Blender's console:
+`render.render` then returns normally with a partial image, and only the `render_cancel` handlers
+hear of it; the bpy module raises KeyboardInterrupt instead), the renderer reporting an error
+(`render.render` raises RuntimeError with the report's text), a splats object that cannot be
+posed at a frame, or a frame that cannot be written. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..lca_blender.errors import AvatarError, AvatarWriteError
 from ..viewport import state
+
+
+class RenderCancelled(Exception):
+    """The artist stopped Blender's render of a frame."""
 
 
 def scene_occluders(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> list[np.ndarray]:
@@ -79,16 +90,20 @@ def render_frame(scene: bpy.types.Scene, frame: int, path: Path) -> None:
     from ..viewport.draw import draw_offscreen, object_settings, scene_lighting
 
     scene.frame_set(frame)
-    bpy.ops.render.render(write_still=False)
-    width, height = render_size(scene)
-    rendered = _render_result_linear(scene, width, height)
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    view_matrix, projection_matrix = camera_matrices(scene, depsgraph)
     previews = {
         name: preview
         for name, preview in state.previews().items()
         if (obj := scene.objects.get(name)) is None or not obj.hide_render
     }
+    for name in previews:
+        # The preview still holds the last pose that worked: a frame drawn from it would be wrong.
+        if (message := state.posing_error(name)) is not None:
+            raise AvatarError(f"'{name}' cannot follow its body at frame {frame}: {message}")
+    render_scene(scene, frame)
+    width, height = render_size(scene)
+    rendered = _render_result_linear(scene, width, height)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    view_matrix, projection_matrix = camera_matrices(scene, depsgraph)
     splats = draw_offscreen(
         previews,
         view_matrix,
@@ -101,6 +116,33 @@ def render_frame(scene: bpy.types.Scene, frame: int, path: Path) -> None:
     )[::-1]  # Blender images store the bottom row first
     composite = splats + (1.0 - splats[..., 3:]) * rendered
     _save_linear(scene, composite, path)
+
+
+def render_scene(scene: bpy.types.Scene, frame: int) -> None:
+    """Render the current frame with the scene's engine into "Render Result".
+
+    Raises RenderCancelled when the artist stops the render, AvatarError when the renderer reports
+    an error (both of which Blender announces through `render_cancel`).
+    """
+    cancelled = []
+
+    def on_cancel(*_arguments: object) -> None:
+        cancelled.append(True)
+
+    bpy.app.handlers.render_cancel.append(on_cancel)
+    try:
+        bpy.ops.render.render(write_still=False)
+    except RuntimeError as error:  # what bpy.ops raises when the renderer reports an error
+        raise AvatarError(f"Blender could not render frame {frame}: {_one_line(error)}") from error
+    finally:
+        bpy.app.handlers.render_cancel.remove(on_cancel)
+    if cancelled:
+        raise RenderCancelled
+
+
+def _one_line(error: Exception) -> str:
+    """An error's text on one line; Blender's reports (RuntimeError) come one "Error: ..." a line."""
+    return "; ".join(line.removeprefix("Error: ") for line in str(error).splitlines() if line.strip())
 
 
 def _render_result_linear(scene: bpy.types.Scene, width: int, height: int) -> np.ndarray:
@@ -131,9 +173,12 @@ def _save_linear(scene: bpy.types.Scene, pixels: np.ndarray, path: Path) -> None
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         image.pixels.foreach_set(np.ascontiguousarray(pixels, np.float32).ravel())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save_render(str(partial), scene=scene)
-        os.replace(partial, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save_render(str(partial), scene=scene)  # RuntimeError with Blender's report
+            os.replace(partial, path)
+        except (OSError, RuntimeError) as error:
+            raise AvatarWriteError(f"Cannot write the frame '{path}': {_one_line(error)}") from error
     finally:
         bpy.data.images.remove(image)
         if partial.exists():
@@ -166,7 +211,10 @@ class LCA_OT_render_frames(bpy.types.Operator):
                 written += 1
                 if window_manager is not None:
                     window_manager.progress_update(index + 1)
-        except (KeyboardInterrupt, RuntimeError) as error:
+        except (KeyboardInterrupt, RenderCancelled):
+            self.report({"WARNING"}, f"Cancelled after {written} of {len(frames)} frames")
+            return {"CANCELLED"}
+        except AvatarError as error:
             self.report({"ERROR"}, f"Stopped after {written} of {len(frames)} frames: {error}")
             return {"CANCELLED"}
         finally:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 from ..operators.animation import avatar_armature, avatar_body, avatar_splats, expression_keys
+from ..viewport.state import posing_error
 
 # ARKit blendshape names grouped by their prefixes, in the order a face is read.
 EXPRESSION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -23,6 +26,8 @@ HAND_PRESETS = (
     ("Fist", "RADIOBUT_ON", 1.0, 0.0),
     ("Spread", "FULLSCREEN_ENTER", 0.0, 1.0),
 )
+# About as many characters as one label line of the sidebar holds at its default width.
+LABEL_LINE_CHARACTERS = 36
 
 
 def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -35,6 +40,12 @@ def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
         (grouped[title] if title else other).append(name)
     groups = [(title, members) for title, members in grouped.items() if members]
     return groups + [("Other", other)] if other else groups
+
+
+def posing_error_lines(splats_name: str) -> list[str]:
+    """Why the splats object no longer follows its body, in label-sized lines; [] while it does."""
+    message = posing_error(splats_name)
+    return textwrap.wrap(message, LABEL_LINE_CHARACTERS) if message else []
 
 
 class _SidebarPanel:
@@ -80,6 +91,13 @@ class LCA_PT_avatar(_SidebarPanel, bpy.types.Panel):
         column.prop(settings, "look")
         column.prop(settings, "splat_scale", slider=True)
         column.prop(settings, "opacity", slider=True)
+        error_lines = posing_error_lines(splats.name)
+        if error_lines:
+            column = box.column(align=True)
+            column.alert = True
+            column.label(text="The splats stopped following the body:", icon="ERROR")
+            for line in error_lines:
+                column.label(text=line)
         body = avatar_body(splats)
         if body is not None:
             box.operator("lca.toggle_cage", icon="MOD_WIREFRAME", depress=not body.hide_get())

@@ -60,19 +60,25 @@ def update_previews(
     if objects is None:
         objects = splats_objects(scene)
         current = {obj.name for obj in objects}
-        for name in [name for name in state.previews() if name not in current]:
+        for name in {*state.previews(), *state.posing_errors()} - current:
             state.remove_preview(name)
+            state.clear_posing_error(name)
             _BOUND.pop(name, None)
             _POSED_FROM.pop(name, None)
     for obj in objects:
-        if not obj.lca.preview or body_of(obj) is None:
+        if not obj.lca.preview:
             state.remove_preview(obj.name)
+            state.clear_posing_error(obj.name)
             continue
         try:
             _update_preview(obj, depsgraph)
         except AvatarError as error:
-            # A handler cannot report to the artist; the preview keeps its last pose.
+            # A handler cannot report to the artist: the sidebar shows the message until posing
+            # works again, and the preview keeps its last pose meanwhile.
             logger.warning("LCA: cannot pose '%s': %s", obj.name, error)
+            state.set_posing_error(obj.name, str(error))
+        else:
+            state.clear_posing_error(obj.name)
     _tag_view3d_redraw()
 
 
@@ -115,6 +121,11 @@ def _posing_inputs(splats: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> 
     from ..lca_blender.errors import AvatarError
 
     body = body_of(splats)
+    if body is None:
+        raise AvatarError(
+            f"'{splats.name}' follows the mesh it is parented to and has none: "
+            "parent it to its avatar's body mesh again."
+        )
     bound = _bound_splats(splats, body)
     evaluated = body.evaluated_get(depsgraph)
     mesh = evaluated.data

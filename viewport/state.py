@@ -1,8 +1,9 @@
 """What the viewport draws: per splats object, the posed Gaussians and their appearance.
 
 The posing handlers (`viewport/posing.py`) write here after each frame change or depsgraph
-update; the draw handler (`viewport/draw.py`) reads and uploads what changed. Plain Python and
-numpy, so both sides and the tests can use it without a GPU.
+update; the draw handler (`viewport/draw.py`) reads and uploads what changed, and the sidebar
+shows why a splats object could not be posed. Plain Python and numpy, so both sides and the
+tests can use it without a GPU.
 """
 
 from dataclasses import dataclass, field
@@ -48,5 +49,27 @@ def remove_preview(object_name: str) -> None:
     _PREVIEWS.pop(object_name, None)
 
 
+# Why posing failed, per splats object; the preview keeps its last pose meanwhile.
+_POSING_ERRORS: dict[str, str] = {}
+
+
+def set_posing_error(object_name: str, message: str) -> None:
+    _POSING_ERRORS[object_name] = message
+
+
+def posing_error(object_name: str) -> str | None:
+    """Why the splats object could not be posed last time; None when it was."""
+    return _POSING_ERRORS.get(object_name)
+
+
+def posing_errors() -> dict[str, str]:
+    return _POSING_ERRORS
+
+
+def clear_posing_error(object_name: str) -> None:
+    _POSING_ERRORS.pop(object_name, None)
+
+
 def clear() -> None:
     _PREVIEWS.clear()
+    _POSING_ERRORS.clear()

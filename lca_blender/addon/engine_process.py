@@ -235,7 +235,7 @@ class EngineJob:
         except OSError as error:
             raise EngineNotFoundError(
                 f"Cannot start the engine ({self.argv[0]}): {error.strerror}."
-            ) from None
+            ) from error
         self.status = JobStatus.RUNNING
         pipes = ((self._process.stdout, self._stdout.put), (self._process.stderr, self._stderr.append))
         self._readers = [

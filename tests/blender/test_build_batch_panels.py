@@ -31,7 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Stands in for `lca-avatar --progress jsonl build PHOTOS -o OUT ...`: reads its plan from the photo
 # folder's engine.json, prints progress lines, leaves a stage cache beside its output, then fails
-# with the engine's error line or copies the plan's template avatar to the output.
+# with the engine's error line or copies the plan's template avatar to the output. With "paced_by"
+# in the plan it goes on after each step only once a file "seen-<step>" shows in that folder (the
+# test writes it when the step has reached the sidebar); otherwise "delay" seconds later.
 FAKE_ENGINE = """
 import json, shutil, sys, time
 from pathlib import Path
@@ -43,10 +45,16 @@ photo = Path(arguments[3])
 plan = json.loads(((photo if photo.is_dir() else photo.parent) / "engine.json").read_text())
 (output.parent / "stage-cache.npy").write_bytes(b"cache")
 steps = plan.get("steps", 4)
-for step in range(steps):
-    print(json.dumps({"stage": "fit_body", "fraction": (step + 1) / steps, "message": f"step {step + 1}",
-                      "eta_s": 90.0 * (steps - step - 1)}), flush=True)
-    time.sleep(plan.get("delay", 0.02))
+for step in range(1, steps + 1):
+    print(json.dumps({"stage": "fit_body", "fraction": step / steps, "message": f"step {step}",
+                      "eta_s": 90.0 * (steps - step)}), flush=True)
+    if "paced_by" in plan:
+        seen, deadline = Path(plan["paced_by"]) / f"seen-{step}", time.monotonic() + 60
+        while not seen.exists():
+            assert time.monotonic() < deadline, f"nobody saw step {step}"
+            time.sleep(0.005)
+    else:
+        time.sleep(plan.get("delay", 0.02))
 if "fail" in plan:
     print("lca-avatar: error: " + plan["fail"], file=sys.stderr)
     sys.exit(2)
@@ -154,23 +162,28 @@ def _step_until(controller, condition, timeout: float = 30.0) -> None:
 def test_build_shows_progress_then_imports(
     ext, fake_engine, template_avatar, clean_scene, tmp_path: Path
 ) -> None:
-    photos = _photos(tmp_path / "alice", steps=5, delay=0.1, template=str(template_avatar))
+    paces = tmp_path / "paces"
+    paces.mkdir()
+    photos = _photos(tmp_path / "alice", steps=5, paced_by=str(paces), template=str(template_avatar))
     output = tmp_path / "avatars" / "alice.lca"
     build = ext.process.AvatarBuild(fake_engine, [photos], output, ["--device", "cpu"], None)
     controller = ext.build.BuildController(clean_scene, build).start()
     state = clean_scene.lca
     assert state.build_running and ext.engine.running_controller() is controller
 
-    seen = []
+    seen = []  # each step as the sidebar showed it; the engine waits for the test to see each one
+    deadline = time.monotonic() + 60
     while not controller.step().finished:
-        if state.build_running and state.build_stage.startswith("fit_body"):
-            seen.append((round(state.build_progress, 2), state.build_stage, state.build_message))
+        assert time.monotonic() < deadline, f"the fake engine stopped after {seen}"
+        reading = (state.build_progress, state.build_stage, state.build_message)
+        if state.build_running and reading[1].startswith("fit_body") and (not seen or seen[-1] != reading):
+            seen.append(reading)
+            (paces / f"seen-{reading[2].split()[-1]}").touch()
         time.sleep(0.01)
-    assert seen, "no progress reached the scene"
-    assert [progress for progress, _, _ in seen] == sorted(progress for progress, _, _ in seen)
-    assert any(0 < progress < 1 for progress, _, _ in seen)
-    assert any("min left" in stage for _, stage, _ in seen)  # the ETA is in the bar's text
-    assert seen[-1][2].startswith("step ")
+    assert [message for _, _, message in seen] == [f"step {step}" for step in range(1, 6)]
+    progress = [fraction for fraction, _, _ in seen]
+    assert progress == sorted(progress) and 0 < progress[0] < progress[-1] <= 1, progress
+    assert "min left" in seen[0][1]  # the ETA is in the bar's text
 
     assert controller.status is ext.process.JobStatus.SUCCEEDED
     assert not state.build_running and state.build_progress == 1.0
@@ -211,6 +224,10 @@ def test_an_avatar_that_does_not_import_is_a_failure(ext, fake_engine, clean_sce
     assert controller.error_message.startswith("Importing 'kim.lca' failed")
     assert controller.message.startswith("Building kim failed: Importing 'kim.lca' failed")
     assert not controller.imported
+    errors = ext.root.lca_blender.errors
+    with pytest.raises(errors.AvatarError, match="Importing 'broken.lca' failed") as caught:
+        ext.build.import_built_avatar(broken)
+    assert isinstance(caught.value.__cause__, errors.AvatarFileError)  # the reader's own error, kept
 
 
 def test_build_operator_fails_then_succeeds_into_the_user_folder(
@@ -303,6 +320,27 @@ def test_the_modal_shell_steps_on_timer_events_and_cancels_on_esc(
     assert result == {"FINISHED"}
     assert modal.reports == [({"INFO"}, "Built and imported ivy.lca")]
     assert output.is_file()
+
+
+def test_a_bug_in_the_import_keeps_its_traceback_and_ends_the_job(
+    ext, fake_engine, template_avatar, clean_scene, tmp_path: Path
+) -> None:
+    photos = _photos(tmp_path / "lee", template=str(template_avatar))
+    build = ext.process.AvatarBuild(fake_engine, [photos], tmp_path / "avatars" / "lee.lca", [], None)
+
+    def broken_import(path: Path) -> list:
+        raise ValueError("a bug in the import")
+
+    modal = _ModalShell(ext, ext.build.BuildController(clean_scene, build, on_built=broken_import).start())
+    deadline = time.monotonic() + 30
+    with pytest.raises(ValueError, match="a bug in the import"):
+        while modal.event("TIMER") == {"RUNNING_MODAL"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert modal.removed_timers == ["the timer"] and modal.reports == []
+    assert ext.engine.running_controller() is None and bpy.ops.lca.build_avatar.poll()
+    assert not clean_scene.lca.build_running
+    assert clean_scene.lca.build_message == "Building lee: importing the avatar failed (see the console)"
 
 
 def test_one_build_at_a_time(ext, fake_engine, template_avatar, clean_scene, tmp_path: Path) -> None:
@@ -520,6 +558,19 @@ def about(axis: tuple[float, float, float], degrees: float) -> Quaternion:
     return Quaternion(axis, math.radians(degrees))
 
 
+def assert_same_rotation(actual: Quaternion, expected: Quaternion, what: str) -> None:
+    """Equal up to float32 rounding, q and -q being one rotation.
+
+    Compares components: a few roundings of unit-size float32 numbers stay within 1e-6 (eps is
+    6e-8), while the angle between the two (2 acos w) would magnify that to about 1e-3 rad.
+    """
+    apart = min(
+        max(abs(a - e) for a, e in zip(actual, expected, strict=True)),
+        max(abs(a + e) for a, e in zip(actual, expected, strict=True)),
+    )
+    assert apart < 1e-6, (what, actual, expected)
+
+
 def test_hand_pose_sets_the_finger_bones(ext, hand_rig: bpy.types.Object) -> None:
     bones = hand_rig.pose.bones
     bones["finger3-2.L"].rotation_mode = "XYZ"  # an animator's choice the helper must respect
@@ -535,7 +586,7 @@ def test_hand_pose_sets_the_finger_bones(ext, hand_rig: bpy.types.Object) -> Non
         "finger5-1.L": about(z, -10) @ about(x, 90),  # the little finger fans out two steps
     }
     for name, rotation in expected.items():
-        assert bones[name].rotation_quaternion.rotation_difference(rotation).angle < 1e-5, name
+        assert_same_rotation(bones[name].rotation_quaternion, rotation, name)
     assert math.degrees(bones["finger3-2.L"].rotation_euler.x) == pytest.approx(90, abs=1e-4)
     for bone in bones:  # the other hand is untouched
         if bone.name.endswith(".R"):
@@ -543,7 +594,7 @@ def test_hand_pose_sets_the_finger_bones(ext, hand_rig: bpy.types.Object) -> Non
 
     # The right hand mirrors the spread; the posed bone really bends.
     bpy.ops.lca.hand_pose(side="R", curl=0.0, spread=1.0)
-    assert bones["finger2-1.R"].rotation_quaternion.rotation_difference(about(z, -10)).angle < 1e-5
+    assert_same_rotation(bones["finger2-1.R"].rotation_quaternion, about(z, -10), "finger2-1.R")
     bpy.context.view_layer.update()
     tip = bones["finger2-3.L"].tail
     assert tip.z < 0.03 * 1.5  # curled fingers end far below the straight finger's 9 cm

@@ -10,7 +10,7 @@ import importlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import bpy
 import numpy as np
@@ -76,7 +76,7 @@ def _blender_pose(core: ModuleType, rig_object: bpy.types.Object, rig) -> object
 
 
 def _expected_means(core, avatar, pose, expressions, matrix_world) -> np.ndarray:
-    splats = _module(core, "deform").pose_avatar(avatar, pose, expressions)
+    splats = _module(core, "maths.deform").pose_avatar(avatar, pose, expressions)
     matrix = np.array(matrix_world, np.float64)
     return (splats.means @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.float32)
 
@@ -139,7 +139,7 @@ def test_import_makes_rig_body_and_splats(
     )
     assert mesh.validate() is False  # False: nothing needed fixing
     assert [group.name for group in body.vertex_groups] == rig_data.joint_names
-    weights = _module(core, "blender_data").joint_weights(rig_data)
+    weights = _module(core, "addon.blender_data").joint_weights(rig_data)
     for vertex in (0, 5000, rig_data.vertex_count - 1):
         found = {body.vertex_groups[g.group].name: g.weight for g in body.data.vertices[vertex].groups}
         expected = {rig_data.joint_names[j]: w for j, w in enumerate(weights[:, vertex]) if w > 0}
@@ -152,7 +152,8 @@ def test_import_makes_rig_body_and_splats(
         splats.data.attributes.keys()
     )
     preview = _preview(splats, enabled_extension)
-    np.testing.assert_allclose(preview.means, _module(core, "deform").pose_avatar(avatar).means, atol=1e-5)
+    at_rest = _module(core, "maths.deform").pose_avatar(avatar).means
+    np.testing.assert_allclose(preview.means, at_rest, atol=1e-5)
 
 
 def test_bad_file_is_reported(core: ModuleType, tmp_path: Path) -> None:
@@ -307,6 +308,93 @@ def test_depsgraph_update_reposes_and_settings_apply(
     splats.lca.preview = False
     posing.update_previews(bpy.context.scene, depsgraph)
     assert state.get_preview(splats.name) is None
+
+
+class _PanelLabels:
+    """A stand-in layout for a panel's draw(): keeps its labels (text, icon), ignores the rest."""
+
+    def __init__(self) -> None:
+        self.labels: list[tuple[str, str]] = []
+        self.alert = self.active = False
+
+    def label(self, text: str = "", icon: str = "NONE", **settings) -> None:
+        self.labels.append((text, icon))
+
+    def column(self, **settings) -> _PanelLabels:
+        return self
+
+    row = box = column
+
+    def operator(self, *arguments, **settings) -> SimpleNamespace:
+        return SimpleNamespace()
+
+    def prop(self, *arguments, **settings) -> None:
+        pass
+
+
+def _sidebar_labels(enabled_extension: ModuleType, active: bpy.types.Object) -> list[tuple[str, str]]:
+    sidebar = importlib.import_module(f"{enabled_extension.__name__}.panels.sidebar")
+    layout = _PanelLabels()
+    context = SimpleNamespace(scene=bpy.context.scene, active_object=active)
+    sidebar.LCA_PT_avatar.draw(SimpleNamespace(layout=layout), context)
+    return layout.labels
+
+
+def test_a_posing_failure_shows_in_the_sidebar_until_posing_works_again(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    rig, body, splats = _import(sample_lca)
+    state = importlib.import_module(f"{enabled_extension.__name__}.viewport.state")
+    scene = bpy.context.scene
+    posed = _preview(splats, enabled_extension)
+    assert state.posing_error(splats.name) is None
+    assert not [icon for _, icon in _sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
+
+    # A Subdivision modifier gives the body more vertices than the splats are bound to.
+    subdivision = body.modifiers.new("Subdivision", "SUBSURF")
+    rig.location = (0.0, 0.0, 0.5)
+    scene.frame_set(2)
+    message = state.posing_error(splats.name)
+    assert message is not None and f"'{body.name}' has" in message and "subdivision" in message
+    assert _preview(splats, enabled_extension) is posed  # the last pose that worked stays drawn
+    labels = _sidebar_labels(enabled_extension, rig)
+    errors = [index for index, (_, icon) in enumerate(labels) if icon == "ERROR"]
+    assert len(errors) == 1, labels
+    shown = " ".join(text for text, _ in labels[errors[0] + 1 :])
+    assert shown.startswith(message[:40]) and " ".join(message.split()) in shown
+
+    body.modifiers.remove(subdivision)
+    scene.frame_set(3)
+    assert state.posing_error(splats.name) is None
+    assert not [icon for _, icon in _sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
+    expected = _expected_means(core, avatar, _blender_pose(core, rig, avatar.rig), {}, rig.matrix_world)
+    np.testing.assert_allclose(_preview(splats, enabled_extension).means, expected, atol=1e-4)
+
+    # Splats that lost their body (deleted, or unparented) say so too.
+    splats.parent = None
+    scene.frame_set(4)
+    assert "parent it to its avatar's body mesh again" in state.posing_error(splats.name)
+    splats.parent = body
+    scene.frame_set(5)
+    assert state.posing_error(splats.name) is None
+
+
+def test_render_frames_stops_at_a_frame_whose_splats_cannot_be_posed(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
+) -> None:
+    rig, body, splats = _import(sample_lca)
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("frames camera", bpy.data.cameras.new("frames camera"))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.filepath = str(tmp_path / "frame_")
+    scene.frame_start, scene.frame_end = 1, 2
+    body.modifiers.new("Subdivision", "SUBSURF")
+    # The preview would still hold the last pose that worked: no frame is drawn from it.
+    with pytest.raises(RuntimeError, match=f"Stopped after 0 of 2 frames: '{splats.name}' cannot follow"):
+        bpy.ops.lca.render_frames()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_writes_the_posed_splats(
