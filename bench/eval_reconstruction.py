@@ -9,8 +9,8 @@ the avatar through its fitted body.
     .venv/bin/python bench/eval_reconstruction.py --seed 7 --subject S --make-subject-only
 
 Prints one JSON object (also written to OUT/scores.json) and writes OUT/contact_sheet.png. Logs go
-to stderr. Subjects are made by `eval_subject.py` (Blender's Python renders them); the folder
-format is in bench/README.md.
+to stderr. The work is `lca_blender.evaluate` (subjects, scoring, the oracle); Blender's Python
+renders subjects with `eval_subject_blender.py`. The folder format is in bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,12 +24,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval_scoring import contact_sheet_image, load_subject, oracle_avatar, score_avatar
-from eval_subject import SubjectSettings, make_subject
-
-from lca_blender.formats.atomic import atomic_output
+from lca_blender.avatar import GaussianAvatar
+from lca_blender.evaluate.oracle import oracle_avatar
+from lca_blender.evaluate.scoring import SCORED_SPLITS, contact_sheet_image, score_avatar
+from lca_blender.evaluate.subjects import CyclesRenderer, Subject, load_subject, make_subject, write_json
+from lca_blender.evaluate.synthetic import SubjectSettings
 from lca_blender.formats.lca import read_avatar, write_avatar
 from lca_blender.render.pictures import save_png
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CYCLES = CyclesRenderer(
+    python=REPO_ROOT / ".venv-blender" / "bin" / "python",
+    script=Path(__file__).with_name("eval_subject_blender.py"),
+)
 
 
 def log(message: str) -> None:
@@ -70,7 +77,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height or width)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--subject", type=Path, help="subject folder (made from --seed if it has no cameras.json)"
@@ -94,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-gaussians", type=int, default=150_000)
     parser.add_argument("--quality", default="standard", help="build preset: preview, standard or high")
     parser.add_argument("--device", default="cpu", help="build device: auto, cpu or cuda")
-    args = parser.parse_args(argv)
+    return parser
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    subject_folder = args.subject or args.out / f"subject-{args.seed}"
-    settings = SubjectSettings(
+
+def _subject_settings(args: argparse.Namespace) -> SubjectSettings:
+    return SubjectSettings(
         seed=args.seed,
         photos=args.photos,
         width=args.size[0],
@@ -108,19 +115,62 @@ def main(argv: list[str] | None = None) -> int:
         texture_size=args.texture_size,
         phenotype={} if args.default_body else None,
     )
+
+
+def _oracle(args: argparse.Namespace, subject: Subject) -> tuple[GaussianAvatar, Path]:
+    log(f"making the oracle avatar ({args.oracle_gaussians} Gaussians)")
+    avatar = oracle_avatar(subject, args.oracle_gaussians)
+    path = args.out / "oracle.lca"
+    write_avatar(path, avatar)
+    return avatar, path
+
+
+def _result(
+    args: argparse.Namespace,
+    subject: Subject,
+    avatar: GaussianAvatar,
+    avatar_path: Path,
+    build: dict[str, Any] | None,
+    scores: dict[str, Any],
+    scoring_seconds: float,
+) -> dict[str, Any]:
+    """The JSON the run prints (bench/README.md)."""
+    first = subject.images[0].camera
+    return {
+        "subject": str(subject.folder),
+        "seed": subject.gt.get("seed"),
+        "avatar": str(avatar_path),
+        "avatar_source": avatar.provenance.get("source", "build"),
+        "gaussians": avatar.gaussian_count,
+        "splits": {split: scores[split] for split in SCORED_SPLITS if split in scores},
+        "joint_error_cm": scores["joints"],
+        "build": build,
+        "settings": {
+            "quality": args.quality,
+            "device": args.device,
+            "photos": len(subject.split("input")),
+            "image_size": [first.width, first.height],
+            "subject": subject.gt.get("settings"),
+        },
+        "render_seconds_per_image": subject.gt.get("render", {}).get("seconds_per_image"),
+        "scoring_seconds": round(scoring_seconds, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    subject_folder = args.subject or args.out / f"subject-{args.seed}"
     if not (subject_folder / "cameras.json").is_file():
         log(f"generating the subject in {subject_folder}")
-        make_subject(subject_folder, settings, log=log)
+        make_subject(subject_folder, _subject_settings(args), CYCLES, log=log)
     if args.make_subject_only:
         return 0
     subject = load_subject(subject_folder)
 
     build: dict[str, Any] | None = None
     if args.oracle:
-        log(f"making the oracle avatar ({args.oracle_gaussians} Gaussians)")
-        avatar = oracle_avatar(subject, args.oracle_gaussians)
-        avatar_path = args.out / "oracle.lca"
-        write_avatar(avatar_path, avatar)
+        avatar, avatar_path = _oracle(args, subject)
     else:
         avatar_path = args.avatar or args.out / "avatar.lca"
         if args.avatar is None and not args.skip_build:
@@ -131,33 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         avatar = read_avatar(avatar_path)
 
     started = time.perf_counter()
-    scores, tiles = score_avatar(avatar, subject, log=log)
-    result = {
-        "subject": str(subject_folder),
-        "seed": subject.gt.get("seed"),
-        "avatar": str(avatar_path),
-        "avatar_source": avatar.provenance.get("source", "build"),
-        "gaussians": avatar.gaussian_count,
-        "splits": {split: scores[split] for split in ("heldout", "novel", "relit") if split in scores},
-        "joint_error_cm": scores["joints"],
-        "build": build,
-        "settings": {
-            "quality": args.quality,
-            "device": args.device,
-            "photos": len(subject.split("input")),
-            "image_size": [subject.images[0].camera.width, subject.images[0].camera.height],
-            "subject": subject.gt.get("settings"),
-        },
-        "render_seconds_per_image": subject.gt.get("render", {}).get("seconds_per_image"),
-        "scoring_seconds": round(time.perf_counter() - started, 2),
-    }
-    sheet_path = args.out / "contact_sheet.png"
-    save_png(sheet_path, contact_sheet_image(tiles))
-    result["contact_sheet"] = str(sheet_path)
-    text = json.dumps(result, indent=1)
-    with atomic_output(args.out / "scores.json") as temporary:
-        temporary.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    scores = score_avatar(avatar, subject, log=log)
+    result = _result(args, subject, avatar, avatar_path, build, scores.report, time.perf_counter() - started)
+    result["contact_sheet"] = str(args.out / "contact_sheet.png")
+    save_png(result["contact_sheet"], contact_sheet_image(scores.comparisons))
+    write_json(args.out / "scores.json", result)
+    print(json.dumps(result, indent=1))
     return 0
 
 

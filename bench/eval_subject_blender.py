@@ -2,11 +2,11 @@
 
     .venv-blender/bin/python bench/eval_subject_blender.py WORK/scene.json
 
-`eval_subject.py` writes the scene folder: posed meshes (.npy vertices, triangles and per-corner
-UVs), the outfit texture (sRGB PNG), lights in the JSON form of `lca_blender.maths.lights` and OpenCV
-cameras. For each render this writes WORK/<name>.npy, [H, W, 4] float32 linear RGB premultiplied
-by alpha (film transparent: alpha is the person's exact coverage), rows from the top, and
-WORK/timings.json with the seconds each image took.
+`lca_blender.evaluate.subjects` writes the scene folder: posed meshes (.npy vertices, triangles
+and per-corner UVs), the outfit texture (sRGB PNG), lights in the JSON form of
+`lca_blender.maths.lights` and OpenCV cameras. For each render this writes WORK/<name>.npy,
+[H, W, 4] float32 linear RGB premultiplied by alpha (film transparent: alpha is the person's exact
+coverage), rows from the top, and WORK/timings.json with the seconds each image took.
 
 Lights are created with the meaning `lca_blender.maths.lights` documents (Blender 4.2+, Cycles): sun
 strength in W/m^2, point/area power in W, directions along the light's -Z axis, uniform world

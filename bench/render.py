@@ -135,32 +135,38 @@ def main() -> None:
         "target": 30,
     }
     if torch.cuda.is_available() and gsplat_available():
-        cuda = torch.device("cuda")
-        report["cuda"] = []
-        for count, size in sizes:
-            timings = {
-                backend: time_renderer(
-                    lambda *arguments, chosen=backend: render(*arguments, backend=chosen),
-                    count,
-                    size,
-                    repeats,
-                    cuda,
-                )
-                for backend in ("gsplat", "torch")
-            }
-            report["cuda"].append(
-                {
-                    "gaussians": count,
-                    "image": f"{size}x{size}",
-                    **timings,
-                    "torch_over_gsplat_forward_backward": round(
-                        timings["torch"]["forward_backward"]["median_ms"]
-                        / timings["gsplat"]["forward_backward"]["median_ms"],
-                        2,
-                    ),
-                }
-            )
+        report["cuda"] = cuda_comparison(sizes, repeats)
     print(json.dumps(_rounded(report), indent=2))
+
+
+def cuda_comparison(sizes: list[tuple[int, int]], repeats: int) -> list[dict]:
+    """gsplat against the torch backend on CUDA at each (Gaussians, image side) size."""
+    cuda = torch.device("cuda")
+    comparison = []
+    for count, size in sizes:
+        timings = {
+            backend: time_renderer(
+                lambda *arguments, chosen=backend: render(*arguments, backend=chosen),
+                count,
+                size,
+                repeats,
+                cuda,
+            )
+            for backend in ("gsplat", "torch")
+        }
+        comparison.append(
+            {
+                "gaussians": count,
+                "image": f"{size}x{size}",
+                **timings,
+                "torch_over_gsplat_forward_backward": round(
+                    timings["torch"]["forward_backward"]["median_ms"]
+                    / timings["gsplat"]["forward_backward"]["median_ms"],
+                    2,
+                ),
+            }
+        )
+    return comparison
 
 
 def _rounded(value):

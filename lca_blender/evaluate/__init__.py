@@ -1,3 +1,3 @@
 """Scoring avatars against ground truth: image metrics, synthetic subjects, scoring and the oracle
-(engine only; the bench scripts are thin command lines over it).
+(engine only; `bench/eval_reconstruction.py` is the command line over it).
 """

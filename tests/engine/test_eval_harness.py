@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,23 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("anny")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
+from lca_blender.evaluate.oracle import oracle_avatar  # noqa: E402
+from lca_blender.evaluate.scoring import score_avatar  # noqa: E402
+from lca_blender.evaluate.subjects import CyclesRenderer, load_subject, make_subject  # noqa: E402
+from lca_blender.evaluate.synthetic import SubjectSettings  # noqa: E402
 
-from eval_scoring import load_subject, oracle_avatar, score_avatar  # noqa: E402
-from eval_subject import BLENDER_PYTHON, SubjectSettings, make_subject  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CYCLES = CyclesRenderer(
+    python=REPO_ROOT / ".venv-blender" / "bin" / "python",
+    script=REPO_ROOT / "bench" / "eval_subject_blender.py",
+)
 
-if not BLENDER_PYTHON.is_file():
+if not CYCLES.python.is_file():
     pytest.skip("needs .venv-blender (bpy) to render the subject", allow_module_level=True)
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,7 @@ def tiny_subject(tmp_path_factory):
     settings = SubjectSettings(
         seed=3, photos=4, width=96, height=128, heldout=2, samples=8, texture_size=512, phenotype={}
     )
-    make_subject(folder, settings, log=lambda message: None)
+    make_subject(folder, settings, CYCLES, log=_quiet)
     return load_subject(folder)
 
 
@@ -38,24 +46,32 @@ def test_subject_folder_holds_what_the_format_promises(tiny_subject):
     assert splits.count("novel") == 2 and splits.count("relit") == 1
     photos = sorted(path.name for path in (tiny_subject.folder / "photos").iterdir())
     assert photos == [f"input_{index:02d}.png" for index in range(4)]
-    assert tiny_subject.gt["novel"]["expressions"]["jawOpen"] > 0.5
+    assert tiny_subject.gt["novel"]["expressions"]["jawOpen"] > 0.5  # drawn in [0.55, 0.65]
     assert tiny_subject.lighting("relit") != tiny_subject.lighting("input")
 
 
 def test_oracle_scores_well_and_a_shuffled_avatar_badly(tiny_subject):
     oracle = oracle_avatar(tiny_subject, gaussian_count=20_000)
-    scores, tiles = score_avatar(oracle, tiny_subject, log=lambda message: None)
-    assert scores["joints"]["capture"]["median_cm"] < 1e-3
+    scores = score_avatar(oracle, tiny_subject, log=_quiet)
+    report = scores.report
+    # The oracle's rig and pose are the ground truth's: gt.json keeps joints to 1 um (1e-4 cm) and
+    # the report rounds to 1e-3 cm, so any error it shows is a real misalignment.
+    assert report["joints"]["capture"]["median_cm"] < 1e-3
     # At 96x128 px silhouette pixels weigh much more than at 512 px (where the oracle reaches
-    # about 27.5 dB held-out); measured here: about 22.5, 23.4 and 22.2 dB.
-    assert scores["heldout"]["psnr"] > 21, scores
-    assert scores["novel"]["psnr"] > 21, scores
-    assert scores["relit"]["psnr"] > 20, scores
-    assert len(tiles) == 5
+    # about 27.5 dB held-out). Measured over 5 oracle layouts (seeds 0-4): 22.44-22.53, 23.24-23.39
+    # and 22.18-22.24 dB; the bounds leave 1 dB (10x that spread) for Cycles' denoiser and the
+    # rasterizer (gsplat on CUDA, the torch backend elsewhere).
+    assert report["heldout"]["psnr"] > 21.4, report
+    assert report["novel"]["psnr"] > 22.2, report
+    assert report["relit"]["psnr"] > 21.1, report
+    assert [comparison.name for comparison in scores.comparisons] == [
+        "heldout_00", "heldout_01", "novel_00", "novel_01", "relit_00",
+    ]  # fmt: skip
 
     order = np.random.default_rng(0).permutation(oracle.gaussian_count)
     shuffled = dataclasses.replace(oracle, sh=oracle.sh[order], albedo=oracle.albedo[order])
-    wrong, _ = score_avatar(shuffled, tiny_subject, log=lambda message: None)
+    wrong = score_avatar(shuffled, tiny_subject, log=_quiet).report
+    # Measured over the same 5 layouts: the shuffled avatar scores 4.7 to 6.6 dB lower.
     for split in ("heldout", "novel", "relit"):
-        assert wrong[split]["psnr"] < scores[split]["psnr"] - 3, (split, wrong[split], scores[split])
-        assert wrong[split]["ssim"] < scores[split]["ssim"]
+        assert wrong[split]["psnr"] < report[split]["psnr"] - 3, (split, wrong[split], report[split])
+        assert wrong[split]["ssim"] < report[split]["ssim"]
