@@ -48,10 +48,20 @@ def _install_extension() -> None:
     """Build the extension zip from the checkout and install it into the user repository, enabled."""
     package = Path(tempfile.mkdtemp(prefix="lca-snapshot-")) / "lca_avatars.zip"
     subprocess.run(
-        [bpy.app.binary_path, "--factory-startup", "--command", "extension", "build",
-         "--source-dir", str(REPO_ROOT), "--output-filepath", str(package)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            bpy.app.binary_path,
+            "--factory-startup",
+            "--command",
+            "extension",
+            "build",
+            "--source-dir",
+            str(REPO_ROOT),
+            "--output-filepath",
+            str(package),
+        ],
+        check=True,
+        capture_output=True,
+    )
     result = bpy.ops.extensions.package_install_files(
         filepath=str(package), repo="user_default", enable_on_install=True
     )
@@ -75,8 +85,17 @@ def _screenshot(window: bpy.types.Window, area: bpy.types.Area, path: Path, x11_
         top = window.height - area.y - area.height
         screen = subprocess.run(["xwd", "-root", "-silent"], check=True, capture_output=True).stdout
         pixels = subprocess.run(["xwdtopnm"], input=screen, check=True, capture_output=True).stdout
-        cut = ["pnmcut", "-left", str(area.x), "-top", str(top), "-width", str(area.width),
-               "-height", str(area.height)]  # fmt: skip
+        cut = [
+            "pnmcut",
+            "-left",
+            str(area.x),
+            "-top",
+            str(top),
+            "-width",
+            str(area.width),
+            "-height",
+            str(area.height),
+        ]
         pixels = subprocess.run(cut, input=pixels, check=True, capture_output=True).stdout
         path.write_bytes(subprocess.run(["pnmtopng"], input=pixels, check=True, capture_output=True).stdout)
     print(f"wrote {path}")

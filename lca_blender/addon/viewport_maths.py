@@ -135,7 +135,8 @@ def shader_light_rows(lighting: Lighting) -> np.ndarray:
     arrays: LightArrays = pack_lighting(lighting)
     rows = [np.zeros((0, 4, 4))]
 
-    def add(kind, positions, directions, colors, radii, cos_half, blends, areas) -> None:
+    def add(kind, positions, colors, directions=0.0, radii=0.0, cos_half=0.0, blends=0.0, areas=0.0) -> None:
+        # Fields a light type lacks stay 0 (a point light has no direction, a sun no position).
         count = len(colors)
         block = np.zeros((count, 4, 4))
         block[:, 0, :3], block[:, 0, 3] = positions, LIGHT_TYPES[kind]
@@ -144,15 +145,18 @@ def shader_light_rows(lighting: Lighting) -> np.ndarray:
         block[:, 3, 0], block[:, 3, 1] = blends, areas
         rows.append(block)
 
-    suns = len(arrays.sun_irradiance)
-    add("SUN", np.zeros((suns, 3)), arrays.sun_directions, arrays.sun_irradiance, np.zeros(suns), 0, 0, 0)
-    add("POINT", arrays.point_positions, np.zeros_like(arrays.point_positions), arrays.point_intensity,
-        arrays.point_radii, 0, 0, 0)  # fmt: skip
-    add("SPOT", arrays.spot_positions, arrays.spot_directions, arrays.spot_intensity, arrays.spot_radii,
-        arrays.spot_cos_half_angles, arrays.spot_blends, 0)  # fmt: skip
-    no_radii = np.zeros(len(arrays.area_sizes))
-    add("AREA", arrays.area_positions, arrays.area_directions, arrays.area_intensity, no_radii, 0, 0,
-        arrays.area_sizes)  # fmt: skip
+    add("SUN", 0.0, arrays.sun_irradiance, directions=arrays.sun_directions)
+    add("POINT", arrays.point_positions, arrays.point_intensity, radii=arrays.point_radii)
+    spot_cones = {"cos_half": arrays.spot_cos_half_angles, "blends": arrays.spot_blends}
+    add(
+        "SPOT",
+        arrays.spot_positions,
+        arrays.spot_intensity,
+        arrays.spot_directions,
+        arrays.spot_radii,
+        **spot_cones,
+    )
+    add("AREA", arrays.area_positions, arrays.area_intensity, arrays.area_directions, areas=arrays.area_sizes)
     lights = np.concatenate(rows, axis=0)[:MAX_SHADER_LIGHTS]
     buffer = np.zeros((9 + 1 + LIGHT_ROWS * MAX_SHADER_LIGHTS, 4), dtype=np.float32)
     buffer[:9, :3] = arrays.ambient_sh

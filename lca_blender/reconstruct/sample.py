@@ -106,8 +106,10 @@ def sample_avatar(
     albedo = outfit_albedo(rig, triangle_ids, barycentrics)
     albedo *= rng.uniform(0.9, 1.1, (gaussian_count, 1))  # a little fabric and skin grain
     albedo = np.clip(albedo, 0.0, 1.0)
-    is_skin = np.all(np.isclose(albedo / np.maximum(albedo.sum(1, keepdims=True), 1e-9),
-                                _SKIN / _SKIN.sum(), atol=0.02), axis=1)  # fmt: skip
+    is_skin = np.all(
+        np.isclose(albedo / np.maximum(albedo.sum(1, keepdims=True), 1e-9), _SKIN / _SKIN.sum(), atol=0.02),
+        axis=1,
+    )
     sh = np.zeros((gaussian_count, (sh_degree + 1) ** 2, 3))
     sh[:, 0] = (linear_to_srgb(np.clip(albedo, 0.0, 1.0)) - 0.5) / SH_C0
     if sh_degree >= 1:

@@ -122,8 +122,11 @@ def render_views(
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
 
     means, quats, scales, opacities = (
-        tensor(splats.means), tensor(splats.rotations), tensor(splats.scales), tensor(splats.opacities),
-    )  # fmt: skip
+        tensor(splats.means),
+        tensor(splats.rotations),
+        tensor(splats.scales),
+        tensor(splats.opacities),
+    )
     normals = skin_normals(avatar, splats) if look == "relit" else None  # the same for every view
     images = []
     for index, camera in enumerate(cameras):
@@ -135,10 +138,19 @@ def render_views(
             appearance, sh_degree = tensor(linear_to_srgb(np.clip(linear, 0.0, 1.0))), None
         with torch.no_grad():
             result = render(
-                means, quats, scales, opacities, appearance,
-                tensor(camera.viewmat)[None], tensor(camera.intrinsics)[None], camera.width, camera.height,
-                sh_degree=sh_degree, background=tensor(np.asarray(background)), backend=backend,
-            )  # fmt: skip
+                means,
+                quats,
+                scales,
+                opacities,
+                appearance,
+                tensor(camera.viewmat)[None],
+                tensor(camera.intrinsics)[None],
+                camera.width,
+                camera.height,
+                sh_degree=sh_degree,
+                background=tensor(np.asarray(background)),
+                backend=backend,
+            )
         rgba = torch.cat([result.color[0].clamp(0, 1), result.alpha[0].clamp(0, 1)], dim=-1)
         images.append(rgba.cpu().numpy())
         progress.update((index + 1) / len(cameras), f"{camera.name} ({look})")
@@ -180,9 +192,13 @@ def save_animation(path: str | os.PathLike, frames: np.ndarray, fps: int = 24) -
         pictures = [Image.fromarray(frame) for frame in pixels]
         with atomic_output(path) as temporary:
             pictures[0].save(
-                temporary, format=suffix[1:].upper(), save_all=True, append_images=pictures[1:],
-                duration=round(1000 / fps), loop=0,
-            )  # fmt: skip
+                temporary,
+                format=suffix[1:].upper(),
+                save_all=True,
+                append_images=pictures[1:],
+                duration=round(1000 / fps),
+                loop=0,
+            )
         return
     if suffix == ".mp4":
         try:
