@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from lca_blender.maths.cameras import Camera, look_at  # noqa: E402
 from lca_blender.maths.rotations import quaternion_to_matrix  # noqa: E402
 from lca_blender.reconstruct.cameras import SfmCameras  # noqa: E402
-from lca_blender.reconstruct.fit_body import _use_sfm  # noqa: E402
+from lca_blender.reconstruct.fit_body.optimise import use_sfm  # noqa: E402
 
 FOCAL, SIDE = 700.0, 512
 
@@ -59,20 +59,22 @@ def test_sfm_cameras_replace_the_guesses_that_agree():
     rotations = torch.as_tensor(np.array([g[:3, :3] for g in guesses]), dtype=torch.float32)
     translations = torch.as_tensor(np.array([g[:3, 3] for g in guesses]), dtype=torch.float32)
     log_focal = torch.full((10,), math.log(1.4))
-    new_r, new_t, new_f, used = _use_sfm(
+    new_r, new_t, new_f, used = use_sfm(
         _sfm_of(truth, rng), perceptions, rotations, translations, log_focal, [SIDE] * 10
     )
     assert used == 9
     for index, viewmat in enumerate(truth):
         if index == 3:  # SfM disagreed with this guess: it is kept as it was
-            np.testing.assert_allclose(new_r[index].numpy(), rotations[index].numpy())
+            np.testing.assert_array_equal(new_r[index].numpy(), rotations[index].numpy())
             continue
-        # The similarity was fitted to noisy guesses, so agreement is to the noise's size.
+        # The similarity was fitted to guesses 3 cm off, so agreement is to that noise's size:
+        # over 300 draws of the noise the worst rotation entry was 0.004 off, the worst centre 5 cm.
         np.testing.assert_allclose(new_r[index].numpy(), viewmat[:3, :3], atol=0.03)
         centre = -new_r[index].numpy().T @ new_t[index].numpy()
         true_centre = -viewmat[:3, :3].T @ viewmat[:3, 3]
         assert np.linalg.norm(centre - true_centre) < 0.1
-        assert math.exp(float(new_f[index])) * SIDE == pytest.approx(FOCAL, rel=1e-5)
+        # SfM's focal length, kept as a float32 logarithm (relative error about 2e-8).
+        assert math.exp(float(new_f[index])) * SIDE == pytest.approx(FOCAL, rel=1e-6)
 
 
 def test_sfm_that_disagrees_with_most_photos_is_not_used():
@@ -86,7 +88,7 @@ def test_sfm_that_disagrees_with_most_photos_is_not_used():
     )
     translations = torch.as_tensor(rng.normal(size=(9, 3)), dtype=torch.float32)
     log_focal = torch.zeros(9)
-    new_r, new_t, new_f, used = _use_sfm(
+    new_r, new_t, new_f, used = use_sfm(
         _sfm_of(truth, rng), perceptions, rotations, translations, log_focal, [SIDE] * 9
     )
     assert used == 0

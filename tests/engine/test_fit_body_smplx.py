@@ -9,6 +9,7 @@ head's and the jaw's clusters.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ cv2 = pytest.importorskip("cv2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from test_smplx_body import VERTICES_PER_JOINT, synthetic_smplx_arrays, write_model  # noqa: E402
 
+from lca_blender.avatar import Pose  # noqa: E402
 from lca_blender.bodies.smplx_body import (  # noqa: E402
     SMPLX_JOINT_NAMES,
     SMPLX_TO_BLENDER,
@@ -32,25 +34,36 @@ from lca_blender.bodies.smplx_body import (  # noqa: E402
 from lca_blender.cli import EXIT_BAD_INPUT, main  # noqa: E402
 from lca_blender.errors import BodyModelError  # noqa: E402
 from lca_blender.maths.alignment import umeyama_similarity  # noqa: E402
-from lca_blender.maths.cameras import look_at  # noqa: E402
+from lca_blender.maths.cameras import Camera, look_at  # noqa: E402
 from lca_blender.maths.deform import forward_kinematics, pose_vertices  # noqa: E402
+from lca_blender.maths.rotations import quaternion_to_matrix  # noqa: E402
 from lca_blender.paths import cache_dir  # noqa: E402
-from lca_blender.reconstruct import fit_body_smplx, pipeline  # noqa: E402
+from lca_blender.reconstruct import pipeline  # noqa: E402
+from lca_blender.reconstruct.cameras import SfmCameras  # noqa: E402
 from lca_blender.reconstruct.fit_body import (  # noqa: E402
     BODY_JOINTS,
     BODY_SURFACE_INDICES,
     FACE_LANDMARKS,
     BodyChoice,
+    BodyFitSettings,
     body_choice,
     fit_body,
+    optimise,
 )
-from lca_blender.reconstruct.fit_body_smplx import LIP_LANDMARKS, SMPLX_VERTICES, SmplxBody  # noqa: E402
+from lca_blender.reconstruct.fit_body import smplx as smplx_adapter  # noqa: E402
+from lca_blender.reconstruct.fit_body.smplx import (  # noqa: E402
+    LIP_LANDMARKS,
+    SMPLX_VERTICES,
+    SmplxBody,
+)
+from lca_blender.reconstruct.fit_body.targets import HAND_LANDMARKS, HAND_WEIGHT, landmark_targets  # noqa: E402
 from lca_blender.reconstruct.perceive import Perception  # noqa: E402
 from lca_blender.reconstruct.views import preset  # noqa: E402
 
 NAMES = list(SMPLX_JOINT_NAMES)
 SIDE = 512  # the synthetic photos' size in pixels
-FOCAL = 1.4  # fit_body.DEFAULT_FOCAL, in units of the longer side: the fit's starting focal length
+FOCAL = BodyFitSettings.start_focal  # in units of the longer side: the fit's starting focal length
+SFM_FOCAL = 1.45  # structure-from-motion's, a little off the photos' own (FOCAL), to tell them apart
 
 
 def _cluster_vertex(joint: str, offset: int = 4) -> int:
@@ -85,7 +98,7 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_vertices():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fit_body_smplx, "SMPLX_VERTICES", SYNTHETIC_VERTICES)
+        patch.setattr(smplx_adapter, "SMPLX_VERTICES", SYNTHETIC_VERTICES)
         yield
 
 
@@ -117,7 +130,8 @@ def test_forward_model_is_the_rig_posed(model_file, module_cache, synthetic_vert
         posed = body.posed(rotvecs)
     fitted = body.result(posed)
     assert fitted.rig.body_model == "smplx"
-    assert fitted.rig.body_parameters["betas"] == pytest.approx(body.shape.tolist(), abs=1e-6)
+    assert fitted.rig.body_parameters["betas"] == body.shape.tolist()  # float32 -> float64: exact
+    # float32 torch against float64 numpy: over 20 draws of pose and betas, at most 4e-7 m apart.
     np.testing.assert_allclose(pose_vertices(fitted.rig, fitted.pose), posed.vertices.numpy(), atol=1e-5)
     heads = forward_kinematics(fitted.rig, fitted.pose).world[:, :3, 3]
     wrist = NAMES.index("left_wrist")
@@ -127,6 +141,14 @@ def test_forward_model_is_the_rig_posed(model_file, module_cache, synthetic_vert
     np.testing.assert_allclose(posed.points[: len(BODY_JOINTS)], heads[body._body_joints.numpy()], atol=1e-5)
 
 
+AZIMUTHS = np.radians(np.arange(0, 360, 45))  # the eight photos' cameras round the body; 0: in front
+
+
+def _viewmat(azimuth: float) -> np.ndarray:
+    """The camera 3 m from the body at `azimuth` (90 degrees: on the person's left, +X)."""
+    return look_at(3.0 * np.array([math.sin(azimuth), -math.cos(azimuth), 0.03]), np.zeros(3))
+
+
 def _perceptions(points: np.ndarray, vertices: np.ndarray) -> list[Perception]:
     """What MediaPipe would see of the body's landmark points from eight cameras round it (3 m
     away, FOCAL): every body and hand landmark, the face from the front three, the nose hidden
@@ -134,8 +156,8 @@ def _perceptions(points: np.ndarray, vertices: np.ndarray) -> list[Perception]:
     perceptions = []
     body_landmarks = list(BODY_JOINTS) + list(BODY_SURFACE_INDICES)
     hands = len(body_landmarks)
-    for view, azimuth in enumerate(np.radians(np.arange(0, 360, 45))):
-        viewmat = look_at(3.0 * np.array([math.sin(azimuth), -math.cos(azimuth), 0.03]), np.zeros(3))
+    for view, azimuth in enumerate(AZIMUTHS):
+        viewmat = _viewmat(azimuth)
 
         def project(world: np.ndarray, viewmat=viewmat) -> np.ndarray:
             camera = world @ viewmat[:3, :3].T + viewmat[:3, 3]
@@ -158,6 +180,44 @@ def _perceptions(points: np.ndarray, vertices: np.ndarray) -> list[Perception]:
         left, right = seen[hands : hands + 21], seen[hands + 21 : hands + 42]
         perceptions.append(Perception(f"view{view}", pose, left, right, face, mask.astype(np.float32)))
     return perceptions
+
+
+def _without_some_hands(perceptions: list[Perception]) -> list[Perception]:
+    """The photos as MediaPipe finds hands round a body: the hand behind the body is not found
+    from the side (the right hand from the left, views 1-3; the left from the right, views 5-7)."""
+    unseen = {
+        1: "right_hand",
+        2: "right_hand",
+        3: "right_hand",
+        5: "left_hand",
+        6: "left_hand",
+        7: "left_hand",
+    }
+    return [
+        dataclasses.replace(seen, **{unseen[view]: None}) if view in unseen else seen
+        for view, seen in enumerate(perceptions)
+    ]
+
+
+def _sfm_cameras() -> SfmCameras:
+    """The photos' true cameras as structure-from-motion places them: in a frame of its own,
+    x_sfm = s R x + o, with a focal length of SFM_FOCAL."""
+    quaternion = np.array([0.8, 0.2, -0.5, 0.26])
+    rotation = quaternion_to_matrix(quaternion / np.linalg.norm(quaternion))
+    scale, offset = 0.37, np.array([0.4, -1.2, 2.0])
+    intrinsics = np.array([[SFM_FOCAL * SIDE, 0, SIDE / 2], [0, SFM_FOCAL * SIDE, SIDE / 2], [0, 0, 1]])
+    cameras = {}
+    for view, azimuth in enumerate(AZIMUTHS):
+        viewmat = _viewmat(azimuth)
+        # x_cam = V x = V R^T (x_sfm - o) / s, and camera units scaled by s.
+        moved = np.eye(4)
+        moved[:3, :3] = viewmat[:3, :3] @ rotation.T
+        moved[:3, 3] = scale * viewmat[:3, 3] - moved[:3, :3] @ offset
+        position = -moved[:3, :3].T @ moved[:3, 3]
+        cameras[f"view{view}"] = Camera(f"view{view}", position, moved, intrinsics, SIDE, SIDE)
+    return SfmCameras(
+        cameras, np.zeros((60, 3), np.float32), np.zeros((60, 3), np.float32), len(AZIMUTHS), 0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,34 +247,106 @@ def _joints(rig, rotvecs: np.ndarray) -> np.ndarray:
     return forward_kinematics(rig, pose).world[:, :3, 3]
 
 
+def _joint_errors(fit, known_body, model_file) -> np.ndarray:
+    """[55] each joint's distance (m) from the truth, after the rigid motion that the cameras leave
+    free (the body's turn against all the cameras')."""
+    truth = _joints(
+        smplx_rig(model_file, cache_dir() / "bodies", betas=known_body["betas"]), known_body["rotvecs"]
+    )
+    fitted = forward_kinematics(fit.rig, fit.pose).world[:, :3, 3]
+    return np.linalg.norm(umeyama_similarity(fitted, truth, with_scale=False).apply(fitted) - truth, axis=1)
+
+
 def test_fit_recovers_a_known_body(known_body, model_file, module_cache):
-    """All 55 joints within 1.5 cm (median) and 4 cm (worst) of the truth, after the rigid motion
-    that the cameras leave free (the body's turn against all the cameras').
+    """All 55 joints within 1.5 cm (median) and 4 cm (worst) of the truth.
 
     The landmarks are exact, so what is left is the fit's own bias: the pose and betas priors
     pull towards the rest pose, the silhouette's outline lies 6 px (about 2.5 cm) outside the
     vertices, and joints no landmark names (spine, collars, neck) follow only from their children.
-    Seeds 0-3 gave medians of 0.6-0.9 cm and worst joints of 1.8-2.1 cm; the body at rest, where
-    the fit starts, is about ten times further off (checked below).
+    This body's figures, also with 0.01 px of noise on the landmarks (four draws): medians of
+    0.6-0.7 cm, worst joints of 1.7-1.9 cm, landmark errors of 1.2-1.4 px, the jaw at 18-22
+    degrees (the truth: 17; the jaw's vertices are drawn in the masks, so the silhouettes see it
+    as well as the three photos' lips: with the lips weighted 0 it still came to 22). Other
+    bodies (seeds 1-5 of the truth) gave medians of 0.6-1.3 cm and worst joints of 2.1-3.8 cm.
+    The body at rest, where the fit starts, is about ten times further off (checked below).
     """
     fit = known_body["fit"]
-    cache = cache_dir() / "bodies"
-    truth = _joints(smplx_rig(model_file, cache, betas=known_body["betas"]), known_body["rotvecs"])
-    fitted = forward_kinematics(fit.rig, fit.pose).world[:, :3, 3]
-    errors = np.linalg.norm(umeyama_similarity(fitted, truth, with_scale=False).apply(fitted) - truth, axis=1)
+    errors = _joint_errors(fit, known_body, model_file)
     assert np.median(errors) < 0.015, f"median joint error {np.median(errors) * 100:.1f} cm"
     assert errors.max() < 0.04, f"{NAMES[errors.argmax()]} is {errors.max() * 100:.1f} cm off"
-    rest = _joints(smplx_rig(model_file, cache), np.zeros((55, 3)))
+    truth = _joints(
+        smplx_rig(model_file, cache_dir() / "bodies", betas=known_body["betas"]), known_body["rotvecs"]
+    )
+    rest = _joints(smplx_rig(model_file, cache_dir() / "bodies"), np.zeros((55, 3)))
     rest_errors = np.linalg.norm(
         umeyama_similarity(rest, truth, with_scale=False).apply(rest) - truth, axis=1
     )
     assert np.median(rest_errors) > 5 * np.median(errors)
 
     assert fit.report["landmark_error_px_median"] < 3.0
-    assert 8.0 < fit.report["jaw_deg"] < 27.0  # the truth: 17 degrees, seen in the lips alone
+    assert 8.0 < fit.report["jaw_deg"] < 30.0
     assert fit.rig.body_model == "smplx" and fit.rig.joint_names == NAMES
     assert fit.expressions.shape == (len(fit.rig.expression_names),) and not fit.expressions.any()
     assert [view.source for view in fit.views] == [seen.source for seen in known_body["perceptions"]]
+
+
+def test_photos_without_some_hands_fit_as_well(known_body, model_file, monkeypatch):
+    """Each hand found in five of the eight photos, the face in three: the fit weighs the hands a
+    photo lacks 0, the ones it has as found, and recovers the body as from every landmark.
+
+    Measured as in the test above: medians of 0.5-0.6 cm, worst joints of 1.4-1.6 cm, landmark
+    errors of 1.2-1.5 px. The robust loss bounds what a wrong landmark can do (when tried,
+    weighting the missing hands as if found at the image's corner left every joint within 2 cm),
+    so the weights the fit used are checked themselves.
+    """
+    perceptions = _without_some_hands(known_body["perceptions"])
+    used = []
+
+    def recorded(*arguments):
+        used.append(landmark_targets(*arguments))
+        return used[-1]
+
+    monkeypatch.setattr(optimise, "landmark_targets", recorded)
+    fit = fit_body(perceptions, steps=preset("preview").body_steps, body=known_body["choice"])
+
+    (weights,) = [targets.weights for targets in used]
+    body = len(BODY_JOINTS) + len(BODY_SURFACE_INDICES)
+    left, right = slice(body, body + HAND_LANDMARKS), slice(body + HAND_LANDMARKS, body + 2 * HAND_LANDMARKS)
+    for view, seen in enumerate(perceptions):
+        np.testing.assert_array_equal(weights[view, left], 0.0 if seen.left_hand is None else HAND_WEIGHT)
+        np.testing.assert_array_equal(weights[view, right], 0.0 if seen.right_hand is None else HAND_WEIGHT)
+    assert sum(hand is not None for seen in perceptions for hand in (seen.left_hand, seen.right_hand)) == 10
+    errors = _joint_errors(fit, known_body, model_file)
+    assert np.median(errors) < 0.015, f"median joint error {np.median(errors) * 100:.1f} cm"
+    assert errors.max() < 0.04, f"{NAMES[errors.argmax()]} is {errors.max() * 100:.1f} cm off"
+    assert fit.report["landmark_error_px_median"] < 3.0
+
+
+def test_no_steps_give_the_starting_fit(known_body):
+    """With 0 steps the fit is its start: the body at rest with betas 0, seen by the starting
+    cameras, here structure-from-motion's. SfM's cameras are the true ones, so the photos that took
+    them sit as the truth's, all moved by one rotation; the others keep the direction search's."""
+    start = fit_body(known_body["perceptions"], steps=0, sfm=_sfm_cameras(), body=known_body["choice"])
+    assert start.rig.body_parameters["betas"] == [0.0] * 10
+    # Zero rotation vectors are zero axis-angles in every joint's frame: exactly the rest pose.
+    np.testing.assert_array_equal(start.pose.rotations, Pose.rest(55).rotations)
+    used = int(start.report["cameras"].split()[2])  # "structure-from-motion for N photo(s)"
+    assert used >= 6  # SfM is used only when most photos agree with it (`optimise.use_sfm`)
+    # Per photo, fit world -> truth world; float32 cameras, so equal to about 1e-7.
+    turns = [
+        _viewmat(azimuth)[:3, :3].T @ view.camera.viewmat[:3, :3]
+        for view, azimuth in zip(start.views, AZIMUTHS, strict=True)
+    ]
+    agreeing = [sum(np.allclose(turn, other, atol=1e-6) for other in turns) for turn in turns]
+    assert max(agreeing) == used
+    # SfM's focal length for its photos, the starting one for the others; stored as a float32
+    # logarithm, so to about 1e-7.
+    focals = [view.camera.intrinsics[0, 0] / SIDE for view in start.views]
+    assert sum(focal == pytest.approx(SFM_FOCAL, rel=1e-6) for focal in focals) == used
+    assert sum(focal == pytest.approx(FOCAL, rel=1e-6) for focal in focals) == len(focals) - used
+    # The start is well off the landmarks: for this body 72 px (other bodies: 16-33 px), against
+    # the fit's 1.2-1.4 px.
+    assert start.report["landmark_error_px_median"] > 5 * known_body["fit"].report["landmark_error_px_median"]
 
 
 def test_cached_fit_comes_back_on_the_same_body(known_body):
@@ -223,10 +355,12 @@ def test_cached_fit_comes_back_on_the_same_body(known_body):
     meta, _ = pipeline._save_body(fit)
     photos = [SimpleNamespace(source=view.source, pixels=None) for view in fit.views]
     loaded = pipeline._load_body(meta, photos, seen, known_body["choice"])
-    np.testing.assert_allclose(loaded.rig.vertices, fit.rig.vertices)
     assert loaded.rig.body_parameters == fit.rig.body_parameters
-    np.testing.assert_allclose(loaded.pose.rotations, fit.pose.rotations, atol=1e-6)
-    np.testing.assert_allclose(loaded.views[3].camera.viewmat, fit.views[3].camera.viewmat, atol=1e-9)
+    np.testing.assert_array_equal(loaded.rig.vertices, fit.rig.vertices)  # the same rig, rebuilt
+    # The capture pose is kept to 6 decimals (5e-7), then read into float32 (6e-8 more).
+    np.testing.assert_allclose(loaded.pose.rotations, fit.pose.rotations, rtol=0, atol=1e-6)
+    for loaded_view, view in zip(loaded.views, fit.views, strict=True):  # float64 through JSON: exact
+        np.testing.assert_array_equal(loaded_view.camera.viewmat, view.camera.viewmat)
 
 
 def test_model_files_the_fit_cannot_use(tmp_path):

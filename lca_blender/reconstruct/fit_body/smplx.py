@@ -1,4 +1,4 @@
-"""fit_body's SMPL-X: the user's SMPL-X model in torch, in the project's frame, as a `FittableBody`.
+"""SMPL-X as a `FittableBody`: the user's SMPL-X model in torch, in the project's frame.
 
 The forward model is SMPL-X's own maths on the arrays `bodies.smplx_body` converts (the same ones
 `smplx_rig` builds the Rig from), turned into the project's frame (Z up, facing -Y):
@@ -26,22 +26,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
 
-from ..bodies.smplx_body import (
+from ...bodies.smplx_body import (
     SMPLX_JOINT_NAMES,
     SMPLX_TO_BLENDER,
     smplx_arrays,
     smplx_pose_to_pose,
     smplx_rig,
 )
-from ..errors import BodyModelError
-from .fit_body import BODY_JOINTS, BODY_SURFACE, FittedRig, PosedBody
+from ...errors import BodyModelError
+from .body import FittedRig, PosedBody
+from .targets import BODY_JOINTS, BODY_SURFACE
 
 SHAPE_COUNT = 10  # betas fitted: the first ten, the ones every SMPL-X release has
 BETA_PRIOR = 0.005  # weight of sum(betas^2): betas are unit Gaussians in SMPL-X's shape space
 
-# MediaPipe Pose landmarks (fit_body.BODY_JOINTS' keys) -> SMPL-X joints.
+# MediaPipe Pose landmarks (targets.BODY_JOINTS' keys) -> SMPL-X joints.
 SMPLX_BODY_JOINTS = {
     2: "left_eye_smplhf", 5: "right_eye_smplhf", 11: "left_shoulder", 12: "right_shoulder",
     13: "left_elbow", 14: "right_elbow", 15: "left_wrist", 16: "right_wrist", 23: "left_hip",
@@ -58,7 +60,7 @@ SMPLX_VERTICES = {
 (`smplx.vertex_ids.vertex_ids["smplx"]`: nose, lear/rear, LHeel/RHeel, LBigToe/RBigToe, l/r
 fingertips); .L is the person's left."""
 LIP_LANDMARKS = (45, 49)
-"""MediaPipe Face Mesh's inner lips (13, 14; fit_body.FACE_LANDMARKS) among the model file's 51
+"""MediaPipe Face Mesh's inner lips (13, 14; targets.FACE_LANDMARKS) among the model file's 51
 facial landmarks: `lip_top` and `lip_bottom` (smplx.joint_names.JOINT_NAMES[76:127])."""
 # Joints the photos cannot show: the eyeballs, and the toes (SMPL-X's "foot" joints).
 FROZEN_JOINTS = ("left_eye_smplhf", "right_eye_smplhf", "left_foot", "right_foot")
@@ -142,8 +144,6 @@ class SmplxBody:
 
     def posed(self, rotvecs: torch.Tensor) -> PosedBody:
         """The body for rotation vectors [J, 3] (frozen joints zeroed) and the current betas."""
-        import roma
-
         shaped = self.template + self.shape_directions @ self.shape  # [V, 3]
         joints = self.joint_regressor @ shaped  # [J, 3]
         local = roma.rotvec_to_rotmat(rotvecs)  # [J, 3, 3]
@@ -163,8 +163,8 @@ class SmplxBody:
         return PosedBody(vertices, self._points(world_positions, vertices), rotvecs)
 
     def _points(self, joints: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-        """[P, 3] in fit_body's landmark order: body joints, surface points, 2 x 21 hand points,
-        inner lips."""
+        """[P, 3] in the landmarks' order (`targets.LandmarkTargets`): body joints, surface points,
+        2 x 21 hand points, inner lips."""
         hand = torch.stack(
             [joints[index] if kind == "joint" else vertices[index] for kind, index in self._hands]
         )
