@@ -62,6 +62,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
+PROGRESS_KINDS = ("bar", "jsonl", "none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lca-avatar",
@@ -72,14 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--progress",
-        choices=("bar", "jsonl", "none"),
+        choices=PROGRESS_KINDS,
         default="bar",
         help="how to show progress: a terminal bar (default), JSON lines on stdout (for the "
         "Blender add-on), or nothing",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens in detail")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_new(commands)
+    _add_info(commands)
+    _add_export(commands)
+    _add_render(commands)
+    _add_build(commands)
+    return parser
 
+
+def _add_new(commands: argparse._SubParsersAction) -> None:
     new = commands.add_parser(
         "new",
         help="make a sample avatar on the default body (no photos needed)",
@@ -99,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     new.add_argument(
-        "--body",
+        "--phenotype",
         metavar="NAME=VALUE",
         type=_key_value,
         action="append",
         default=[],
-        help="Anny body parameter in [0, 1], repeatable: gender, age, muscle, weight, height, "
+        help="an Anny phenotype parameter in [0, 1], repeatable: gender, age, muscle, weight, height, "
         "proportions (default 0.5 each)",
     )
     new.add_argument(
@@ -121,26 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="SMPL-X shape coefficients, comma-separated (with --smplx; default all 0)",
     )
 
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser(
         "info", help="describe an .lca avatar or a 3DGS .ply", description="Describe an avatar or splat file."
     )
     info.add_argument("file", type=Path, help="an .lca avatar or a 3DGS .ply")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
 
-    export = commands.add_parser(
-        "export",
-        help="export a posed avatar as a 3DGS .ply",
-        description="Pose an avatar and write its Gaussians as a 3DGS .ply that SuperSplat, "
-        "gsplat and other splat viewers read.",
-    )
-    export.add_argument("file", type=Path, help="the .lca avatar")
-    export.add_argument("--ply", required=True, type=Path, help="the .ply file to write")
-    export.add_argument(
+
+def _add_pose_options(command: argparse.ArgumentParser) -> None:
+    """--pose and --expression, which export and render read the same way."""
+    command.add_argument(
         "--pose",
         default="rest",
         help="a preset (rest, t-pose, fists, point, wave, finger-curl-jaw-open) or a pose .json file",
     )
-    export.add_argument(
+    command.add_argument(
         "--expression",
         metavar="NAME=WEIGHT",
         type=_key_value,
@@ -149,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="an ARKit expression weight, repeatable, e.g. --expression jawOpen=0.7",
     )
 
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a posed avatar as a 3DGS .ply",
+        description="Pose an avatar and write its Gaussians as a 3DGS .ply that SuperSplat, "
+        "gsplat and other splat viewers read.",
+    )
+    export.add_argument("file", type=Path, help="the .lca avatar")
+    export.add_argument("--ply", required=True, type=Path, help="the .ply file to write")
+    _add_pose_options(export)
+
+
+def _add_render(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render",
         help="render a posed avatar to a PNG, a contact sheet or a turntable",
@@ -164,15 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "-o", "--output", required=True, type=Path, help="the .png (or .gif/.webp/.mp4 turntable)"
     )
-    render.add_argument("--pose", default="rest", help="a pose preset or a pose .json file (as for export)")
+    _add_pose_options(render)
     render.add_argument(
-        "--expression", metavar="NAME=WEIGHT", type=_key_value, action="append", default=[],
-        help="an ARKit expression weight, repeatable",
-    )  # fmt: skip
-    render.add_argument(
-        "--camera", default="front",
+        "--camera",
+        default="front",
         help="front, side, back or orbit:N, or several with commas; several make a contact sheet",
-    )  # fmt: skip
+    )
     render.add_argument("--look", choices=("captured", "relit"), default="captured", help="default: captured")
     lights = render.add_mutually_exclusive_group()
     lights.add_argument("--light", metavar="SPEC", action="append", default=[], help="a light (repeatable)")
@@ -188,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("auto", "torch", "gsplat"), default="auto", help="rasterizer (default auto)"
     )
 
+
+def _add_build(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser(
         "build",
         help="build an avatar from photos of a person or a turn-around video",
@@ -207,35 +228,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
     build.add_argument(
-        "--quality", choices=("preview", "standard", "high"), default="standard",
+        "--quality",
+        choices=("preview", "standard", "high"),
+        default="standard",
         help="preview (256 px, quick), standard (512 px, default) or high (1024 px, wants a GPU)",
-    )  # fmt: skip
+    )
     build.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     build.add_argument(
-        "--body", choices=("anny", "smplx"),
+        "--body",
+        choices=("anny", "smplx"),
         help="the body model to fit: anny (default) or smplx (needs --smplx)",
-    )  # fmt: skip
+    )
     build.add_argument(
-        "--smplx", type=Path, metavar="MODEL.npz",
+        "--smplx",
+        type=Path,
+        metavar="MODEL.npz",
         help="fit SMPL-X from the model file you downloaded from its authors (the .npz release, e.g. "
         "SMPLX_NEUTRAL.npz; converted once into the cache); implies --body smplx",
-    )  # fmt: skip
+    )
     build.add_argument(
-        "--cache", type=Path, metavar="FOLDER",
+        "--cache",
+        type=Path,
+        metavar="FOLDER",
         help="where finished stages are kept for resuming (default: the user cache folder)",
-    )  # fmt: skip
+    )
     build.add_argument("--no-cache", action="store_true", help="keep no stage results (no resuming)")
     build.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     build.add_argument(
-        "--stop-after", choices=("ingest", "perceive", "cameras", "fit_body"),
+        "--stop-after",
+        choices=("ingest", "perceive", "cameras", "fit_body"),
         help="run the stages up to this one (cached for the full build) and write no avatar: a quick "
         "check of which photos are usable",
-    )  # fmt: skip
+    )
     build.add_argument(
-        "--progress", choices=("bar", "jsonl", "none"), default=argparse.SUPPRESS,
+        "--progress",
+        choices=PROGRESS_KINDS,
+        default=argparse.SUPPRESS,
         help="as the global --progress (either place works)",
-    )  # fmt: skip
-    return parser
+    )
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -270,16 +300,18 @@ def command_new(args: argparse.Namespace, progress: Progress) -> None:
         from .bodies.smplx_body import smplx_rig
         from .paths import cache_dir
 
-        if args.body:
-            raise AvatarError("--body sets Anny's parameters; with --smplx use --betas.")
+        if args.phenotype:
+            raise AvatarError("--phenotype sets Anny's parameters; with --smplx use --betas.")
         betas = None if args.betas is None else np.asarray(args.betas, np.float64)
         rig = smplx_rig(args.smplx, cache_dir() / "bodies", betas=betas)
     else:
         from .bodies.anny_body import anny_rig
 
         if args.betas is not None:
-            raise AvatarError("--betas shapes an SMPL-X body; add --smplx MODEL.npz, or use --body for Anny.")
-        rig = anny_rig(dict(args.body), progress=progress)
+            raise AvatarError(
+                "--betas shapes an SMPL-X body; add --smplx MODEL.npz, or use --phenotype for Anny."
+            )
+        rig = anny_rig(dict(args.phenotype), progress=progress)
     progress.stage("gaussians", f"Covering the body with {args.gaussians} Gaussians")
     avatar = sample_avatar(rig, args.gaussians, sh_degree=args.sh_degree, seed=args.seed)
     write_avatar(args.output, avatar)
@@ -436,8 +468,10 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
         raise AvatarError(f"The output must be an .lca file, got '{args.output}'.")
     _check_output_folder(args.output)
     if args.body == "anny" and args.smplx is not None:
-        raise AvatarError("--smplx gives an SMPL-X model file, which an Anny build does not use: "
-                          "drop --body anny, or drop --smplx.")  # fmt: skip
+        raise AvatarError(
+            "--smplx gives an SMPL-X model file, which an Anny build does not use: "
+            "drop --body anny, or drop --smplx."
+        )
     if args.body == "smplx" and args.smplx is None:
         raise AvatarError(
             "--body smplx needs the SMPL-X model file: download SMPLX_NEUTRAL.npz from the SMPL-X "
@@ -446,15 +480,27 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
     body_model = body_choice("smplx" if args.smplx is not None else "anny", args.smplx)
     cache = None if args.no_cache else (args.cache or "auto")
     report = build_avatar(
-        args.inputs, args.output, quality=args.quality, device=args.device, cache=cache,
-        progress=progress, seed=args.seed, stop_after=args.stop_after, body_model=body_model,
-    )  # fmt: skip
+        args.inputs,
+        args.output,
+        quality=args.quality,
+        device=args.device,
+        cache=cache,
+        progress=progress,
+        seed=args.seed,
+        stop_after=args.stop_after,
+        body_model=body_model,
+    )
     for source, reason in report.skipped.items():
         print(f"Skipped {source}: {reason}", file=sys.stderr)
     cached = [name for name, stage in report.stages.items() if stage["cached"]]
     if args.stop_after:
-        print(json.dumps({"stopped_after": args.stop_after, "stages": report.stages,
-                          "skipped": report.skipped, "body": report.body}, indent=2))  # fmt: skip
+        stopped = {
+            "stopped_after": args.stop_after,
+            "stages": report.stages,
+            "skipped": report.skipped,
+            "body": report.body,
+        }
+        print(json.dumps(stopped, indent=2))
         return
     print(
         f"Wrote {args.output}: {report.gaussians} Gaussians"

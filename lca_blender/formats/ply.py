@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,8 +158,24 @@ def _file_error(path: Path, problem: str, advice: str) -> AvatarFileError:
     return AvatarFileError(f"Cannot read '{path}' as 3D Gaussian splats: {problem}. {advice}")
 
 
+@dataclass(frozen=True)
+class _Element:
+    """One 'element' of the header, with its properties as they are declared."""
+
+    name: str
+    count: int
+    properties: list[tuple[str, str]] = field(default_factory=list)  # (name, numpy type code)
+
+
 def _parse_header(path: Path, head: bytes) -> _Layout:
     """Parse the PLY header at the start of `head` (the file's first HEADER_LIMIT_BYTES)."""
+    data_offset, text = _header_text(path, head)
+    endian, elements = _header_elements(path, text)
+    return _vertex_layout(path, endian, elements, data_offset)
+
+
+def _header_text(path: Path, head: bytes) -> tuple[int, str]:
+    """The header's length in bytes (up to and with the 'end_header' line) and its text."""
     if not head:
         raise _file_error(path, "the file is empty", _RE_EXPORT)
     if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")):
@@ -173,12 +189,15 @@ def _parse_header(path: Path, head: bytes) -> _Layout:
         )
         raise _file_error(path, f"no 'end_header' line {where}", _RE_EXPORT)
     try:
-        text = head[: end.end()].decode("utf-8")
+        return end.end(), head[: end.end()].decode("utf-8")
     except UnicodeDecodeError:
         raise _file_error(path, "its header contains bytes that are not text", _RE_EXPORT) from None
 
+
+def _header_elements(path: Path, text: str) -> tuple[str, list[_Element]]:
+    """The byte order ('<' or '>') and the elements the header text declares, in order."""
     endian: str | None = None
-    elements: list[tuple[str, int, list[tuple[str, str]]]] = []  # name, count, [(property, type)]
+    elements: list[_Element] = []
     # Split on "\n" only (str.splitlines also splits on form feeds and other characters a comment
     # may hold); a trailing "\r" is whitespace to str.split.
     for number, line in enumerate(text.rstrip("\n").split("\n")[1:-1], start=2):
@@ -194,43 +213,52 @@ def _parse_header(path: Path, head: bytes) -> _Layout:
             if len(tokens) != 3:
                 raise _file_error(path, f"header line {number} is not 'element NAME COUNT'", _RE_EXPORT)
             name = tokens[1]
-            if any(name == existing for existing, _, _ in elements):
+            if any(name == existing.name for existing in elements):
                 raise _file_error(path, f"the element '{name}' is declared twice", _RE_EXPORT)
-            elements.append((name, _parse_count(path, name, tokens[2]), []))
+            elements.append(_Element(name, _parse_count(path, name, tokens[2])))
         elif keyword == "property":
             if not elements:
                 raise _file_error(path, f"header line {number} has a property before any element", _RE_EXPORT)
-            element_name, _, properties = elements[-1]
-            if len(tokens) >= 2 and tokens[1] == "list":
-                # A list property has a per-row size, which static splats never need; in an element
-                # with no rows (e.g. an empty 'face') it takes no bytes and is harmless.
-                if element_name == "vertex":
-                    raise _file_error(
-                        path, "its vertex element has a 'list' property, which splats do not use", _RE_EXPORT
-                    )
-                if len(tokens) != 5:
-                    raise _file_error(path, f"header line {number} is a malformed list property", _RE_EXPORT)
-                continue
-            if len(tokens) != 3:
-                raise _file_error(path, f"header line {number} is not 'property TYPE NAME'", _RE_EXPORT)
-            type_name, property_name = tokens[1], tokens[2]
-            if type_name not in _PLY_TYPES:
-                raise _file_error(
-                    path, f"the property '{property_name}' has the unknown type '{type_name}'", _RE_EXPORT
-                )
-            if any(property_name == existing for existing, _ in properties):
-                raise _file_error(
-                    path, f"the property '{property_name}' is declared twice in '{element_name}'", _RE_EXPORT
-                )
-            properties.append((property_name, _PLY_TYPES[type_name]))
+            _parse_property(path, number, tokens, elements[-1])
         else:
             raise _file_error(
                 path, f"header line {number} starts with the unknown word '{keyword}'", _RE_EXPORT
             )
-
     if endian is None:
         raise _file_error(path, "its 'format' line is missing", _RE_EXPORT)
-    element_names = [name for name, _, _ in elements]
+    return endian, elements
+
+
+def _parse_property(path: Path, number: int, tokens: list[str], element: _Element) -> None:
+    """Add the property on header line `number` to `element` (list properties take no bytes and
+    are checked and left out)."""
+    if len(tokens) >= 2 and tokens[1] == "list":
+        # A list property has a per-row size, which static splats never need; in an element
+        # with no rows (e.g. an empty 'face') it takes no bytes and is harmless.
+        if element.name == "vertex":
+            raise _file_error(
+                path, "its vertex element has a 'list' property, which splats do not use", _RE_EXPORT
+            )
+        if len(tokens) != 5:
+            raise _file_error(path, f"header line {number} is a malformed list property", _RE_EXPORT)
+        return
+    if len(tokens) != 3:
+        raise _file_error(path, f"header line {number} is not 'property TYPE NAME'", _RE_EXPORT)
+    type_name, property_name = tokens[1], tokens[2]
+    if type_name not in _PLY_TYPES:
+        raise _file_error(
+            path, f"the property '{property_name}' has the unknown type '{type_name}'", _RE_EXPORT
+        )
+    if any(property_name == existing for existing, _ in element.properties):
+        raise _file_error(
+            path, f"the property '{property_name}' is declared twice in '{element.name}'", _RE_EXPORT
+        )
+    element.properties.append((property_name, _PLY_TYPES[type_name]))
+
+
+def _vertex_layout(path: Path, endian: str, elements: list[_Element], data_offset: int) -> _Layout:
+    """The vertex data's layout, once the elements are those of a splat file."""
+    element_names = [element.name for element in elements]
     if "chunk" in element_names:
         raise _file_error(
             path,
@@ -239,19 +267,20 @@ def _parse_header(path: Path, head: bytes) -> _Layout:
         )
     if "vertex" not in element_names:
         raise _file_error(path, "it has no 'vertex' element, so it holds no splats", _RE_EXPORT)
-    for name, count, _ in elements:
-        if name != "vertex" and count != 0:
+    for element in elements:
+        if element.name != "vertex" and element.count != 0:
             raise _file_error(
                 path,
-                f"it has a non-empty '{name}' element ({count:,} rows); a splat .ply holds only vertices",
+                f"it has a non-empty '{element.name}' element ({element.count:,} rows); a splat .ply "
+                "holds only vertices",
                 "If it is a mesh, import it with File > Import > Stanford PLY instead.",
             )
-    _, count, properties = elements[element_names.index("vertex")]
+    vertex = elements[element_names.index("vertex")]
     return _Layout(
-        data_offset=end.end(),
-        count=count,
-        row=np.dtype([(name, endian + code) for name, code in properties]),
-        sh_rest_names=_check_vertex_properties(path, dict(properties), count),
+        data_offset=data_offset,
+        count=vertex.count,
+        row=np.dtype([(name, endian + code) for name, code in vertex.properties]),
+        sh_rest_names=_check_vertex_properties(path, dict(vertex.properties), vertex.count),
     )
 
 

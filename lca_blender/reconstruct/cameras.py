@@ -155,10 +155,40 @@ def _structure_from_motion(
     names = _write_inputs(photos, masks, folder)
     progress.update(0.05, "Wrote the photos for structure-from-motion")
     database = folder / "database.db"
+    _extract_features(pycolmap, database, folder, names, with_masks=masks is not None)
+    progress.update(0.35, "Found features on the person")
+    longer_side = max(max(photo.pixels.shape[:2]) for photo in photos)
+    _match_features(pycolmap, database, folder, names, longer_side)
+    progress.update(0.55, "Matched features between the photos")
+    models = _incremental_mapping(pycolmap, database, folder, len(photos), progress)
+    if not models:
+        logger.info("Structure-from-motion found no reconstruction: the photos share too few features.")
+        return None
+    model = max(models.values(), key=lambda reconstruction: reconstruction.num_reg_images())
+    result = _sfm_cameras(model, names, len(photos))
+    reason = _unusable(result)
+    if reason:
+        logger.info("Structure-from-motion result not used: %s", reason)
+        return None
+    progress.update(1.0, f"Placed {result.registered} of {len(photos)} photos")
+    logger.info(
+        "Structure-from-motion placed %d of %d photos, %d points, %.2f px reprojection error, focal %.0f px",
+        result.registered,
+        len(photos),
+        len(result.points),
+        result.reprojection_error_px,
+        result.focal_px,
+    )
+    return result
 
+
+def _extract_features(
+    pycolmap, database: Path, folder: Path, names: Mapping[str, str], with_masks: bool
+) -> None:
+    """SIFT features of the written images into `database` (only inside the masks, when written)."""
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = CAMERA_MODEL
-    if masks is not None:
+    if with_masks:
         reader.mask_path = str(folder / "masks")
     # A body is curved and the photos are far apart in angle: affine-adapted SIFT (COLMAP's advice
     # for wide baselines) placed more photos in trials. Domain-size pooling, the other half of
@@ -167,32 +197,41 @@ def _structure_from_motion(
     extraction.sift.estimate_affine_shape = True
     # One camera per folder, and the photos are foldered by size: same-size photos share a focal.
     pycolmap.extract_features(
-        database, folder / "images", image_names=list(names), camera_mode=pycolmap.CameraMode.PER_FOLDER,
-        reader_options=reader, extraction_options=extraction,
-    )  # fmt: skip
-    progress.update(0.35, "Found features on the person")
+        database,
+        folder / "images",
+        image_names=list(names),
+        camera_mode=pycolmap.CameraMode.PER_FOLDER,
+        reader_options=reader,
+        extraction_options=extraction,
+    )
 
+
+def _match_features(
+    pycolmap, database: Path, folder: Path, names: Mapping[str, str], longer_side: int
+) -> None:
+    """Geometrically verified matches between the photos: every pair, or neighbours in a long video."""
     verification = pycolmap.TwoViewGeometryOptions()
     verification.ransac.random_seed = SEED
     # COLMAP's 4 px suits megapixel photos; on small ones it lets chance matches pass as inliers.
-    longer_side = max(max(photo.pixels.shape[:2]) for photo in photos)
     verification.ransac.max_error = max(1.0, RANSAC_MAX_ERROR * longer_side)
     matching = pycolmap.FeatureMatchingOptions()
     matching.guided_matching = True
-    if len(photos) <= EXHAUSTIVE_MAX_PHOTOS:
+    if len(names) <= EXHAUSTIVE_MAX_PHOTOS:
         pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification)
-    else:
-        pairs_path = folder / "pairs.txt"
-        pairs_path.write_text(
-            "".join(f"{first} {second}\n" for first, second in _neighbour_pairs(list(names)))
-        )
-        pairing = pycolmap.ImportedPairingOptions()
-        pairing.match_list_path = str(pairs_path)
-        pycolmap.match_image_pairs(
-            database, matching_options=matching, pairing_options=pairing, verification_options=verification
-        )
-    progress.update(0.55, "Matched features between the photos")
+        return
+    pairs_path = folder / "pairs.txt"
+    pairs_path.write_text("".join(f"{first} {second}\n" for first, second in _neighbour_pairs(list(names))))
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = str(pairs_path)
+    pycolmap.match_image_pairs(
+        database, matching_options=matching, pairing_options=pairing, verification_options=verification
+    )
 
+
+def _incremental_mapping(
+    pycolmap, database: Path, folder: Path, photo_count: int, progress: Progress
+) -> dict:
+    """COLMAP's reconstructions (index -> Reconstruction; empty when none), reporting each placed photo."""
     options = pycolmap.IncrementalPipelineOptions()
     options.min_model_size = MIN_PHOTOS
     options.random_seed = SEED
@@ -209,33 +248,22 @@ def _structure_from_motion(
         nonlocal registered
         registered += 1
         try:
-            progress.update(0.55 + 0.4 * min(registered / len(photos), 1.0), f"Placed {registered} photos")
+            progress.update(0.55 + 0.4 * min(registered / photo_count, 1.0), f"Placed {registered} photos")
         except Cancelled:
             token.cancel()
 
     try:
-        models = pycolmap.incremental_mapping(
-            database, folder / "images", folder / "sparse", options=options,
-            next_image_callback=next_image, cancellation_token=token,
-        )  # fmt: skip
+        return pycolmap.incremental_mapping(
+            database,
+            folder / "images",
+            folder / "sparse",
+            options=options,
+            next_image_callback=next_image,
+            cancellation_token=token,
+        )
     except InterruptedError:  # how pycolmap answers a cancelled token
         progress.check_cancelled()
         raise
-    if not models:
-        logger.info("Structure-from-motion found no reconstruction: the photos share too few features.")
-        return None
-    model = max(models.values(), key=lambda reconstruction: reconstruction.num_reg_images())
-    result = _sfm_cameras(model, names, len(photos))
-    reason = _unusable(result)
-    if reason:
-        logger.info("Structure-from-motion result not used: %s", reason)
-        return None
-    progress.update(1.0, f"Placed {result.registered} of {len(photos)} photos")
-    logger.info(
-        "Structure-from-motion placed %d of %d photos, %d points, %.2f px reprojection error, focal %.0f px",
-        result.registered, len(photos), len(result.points), result.reprojection_error_px, result.focal_px,
-    )  # fmt: skip
-    return result
 
 
 def _neighbour_pairs(names: Sequence[str]) -> list[tuple[str, str]]:

@@ -66,20 +66,123 @@ MAX_NORMAL_OFFSET = 0.02  # metres: Gaussians stay within 2 cm of the fitted ski
 MAX_ANISOTROPY = 4.0  # longest over shortest tangent scale
 SCALE_BAND = (0.35, 1.5)  # tangent scales relative to the sampling spacing
 INITIAL_SCALE = 0.65  # of the spacing: neighbouring discs overlap, so the skin is covered
+INITIAL_LOGIT = 4.0  # of opacity and sun visibility: sigmoid(4) = 0.98, opaque and sunlit
+# Where the smooth normal's component along its triangle's normal is at most this (folds and
+# creases), the tilt onto it is unreliable, and undefined when they are opposite: the disc lies
+# flat on its triangle instead.
+MIN_SMOOTH_NORMAL_COSINE = 0.2
 ROUGHNESS = 0.6  # not estimated: few photos cannot separate it from albedo
 SPECULAR = 0.3
 COARSE_SIDE = 256  # longest image side of the first, coarse part of the optimisation
 COARSE_FRACTION = 0.6  # of the steps run at the coarse size
 SSIM_WEIGHT = 0.2
-# The learning rates decay exponentially to this fraction of their start by the last step: with
-# one photo per step, full-rate steps keep pulling each Gaussian towards the latest photo's view.
-FINAL_RATE = 0.1
+# Observation (stage 2): a point counts as seen by a photo where it is in front of the depth image
+# by less than DEPTH_SLACK plus DEPTH_SLACK_PER_METRE of the depth (the depth image is rendered
+# small), faces the camera by more than MIN_FACING (a cosine; grazing views smear texture), and
+# lies where the mask is above MIN_MASK (the anti-aliased outline mixes in the background).
+DEPTH_SLACK = 0.02  # metres
+DEPTH_SLACK_PER_METRE = 0.01
+MIN_FACING = 0.15
+MIN_MASK = 0.9
+# The initial albedo is the observed colour over the capture shading, with the shading floored
+# (points the lighting barely reaches would get an absurd albedo) and the result kept inside
+# (0, 1), where the albedo's logit is finite.
+MIN_INITIAL_SHADING = 0.02
+INITIAL_ALBEDO_RANGE = (0.01, 0.99)
+
+
+@dataclass(frozen=True)
+class LightingEstimate:
+    """Settings of the capture-lighting estimate (module docstring, stage 3)."""
+
+    steps: int  # Adam steps; the first third fits the ambient alone, the rest adds the sun
+    clusters: int  # chromaticity clusters, split further into connected patches of one albedo
+    min_seen_vertices: int  # fewer seen vertices cannot tell the lighting from the albedo
+    learning_rate: float
+    initial_log_sun: float  # the sun's log irradiance before it is placed: off
+    ambient_kept: float  # of the ambient's directional part, when the sun takes the rest over
+    directional_prior: float  # weight of the ambient's directional bands over its constant one
+    below_horizon_prior: float  # weight against a sun from below
+    colour_floor: float  # added to observed colours before the log (black would be -inf)
+    shading_floor: float  # added to the shading before the log
+    robust_epsilon: float  # the residual r counts as sqrt(r^2 + epsilon): L1, smooth at 0
+
+
+LIGHTING_ESTIMATE = LightingEstimate(
+    steps=450,
+    clusters=10,
+    min_seen_vertices=50,
+    learning_rate=0.03,
+    initial_log_sun=-8.0,
+    ambient_kept=0.5,
+    directional_prior=0.3,
+    below_horizon_prior=0.1,
+    colour_floor=1e-3,
+    shading_floor=1e-2,
+    robust_epsilon=1e-4,
+)
+# A white uniform world of radiance 1 (E / pi = 1) as the constant L2 SH coefficient of radiance:
+# where the ambient starts, and where the exposure prior keeps it.
+WHITE_WORLD_SH0 = 2 * math.sqrt(math.pi)
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    """Adam's starting rate for each optimised tensor, by name (they decay to FINAL_RATE of it).
+
+    The fields other than camera_* are named as `_Gaussians.named_parameters()` names its tensors:
+    each tensor takes the rate of its own name, so reordering the parameters cannot swap rates.
+    """
+
+    spin: float  # radians: each disc's turn about its thin axis
+    tangent_log_scales: float
+    offset_code: float  # the normal offset's tanh code
+    opacity_logit: float
+    albedo_logit: float
+    visibility_logit: float  # the sun visibility's logit
+    camera_turns: float  # radians: each photo's camera turn
+    camera_shifts: float  # metres: each photo's camera shift
+
+
+LEARNING_RATES = LearningRates(
+    spin=0.02,
+    tangent_log_scales=0.01,
+    offset_code=0.02,
+    opacity_logit=0.05,
+    albedo_logit=0.03,
+    visibility_logit=0.05,
+    camera_turns=4e-4,
+    camera_shifts=1e-3,
+)
 # Each photo's camera is refined by a small turn (radians) and shift (metres) in its own frame:
 # cameras posed from a body fit can be a pixel or two out, which blurs the texture where photos
 # overlap. The prior (per squared radian / metre) keeps the corrections to the few pixels that the
 # photos agree on (1-3 px on the example subject), so the body still places the avatar.
-CAMERA_RATES = (4e-4, 1e-3)  # Adam rates of the turn and the shift
-CAMERA_PRIOR = (25.0, 2.5)
+CAMERA_TURN_PRIOR = 25.0
+CAMERA_SHIFT_PRIOR = 2.5
+# The learning rates decay exponentially to this fraction of their start by the last step: with
+# one photo per step, full-rate steps keep pulling each Gaussian towards the latest photo's view.
+FINAL_RATE = 0.1
+
+
+@dataclass(frozen=True)
+class RegulariserWeights:
+    """Weights of the optimisation's terms beside the photometric one (module docstring, stage 4)."""
+
+    coverage: float  # rendered alpha against the mask
+    scale_band: float  # tangent scales outside SCALE_BAND, and anisotropy beyond MAX_ANISOTROPY
+    normal_offsets: float  # squared normal offset in units of OFFSET_SCALE
+    binary_opacity: float  # o (1 - o): opacities pushed to 0 or 1
+    shadows: float  # 1 - sun visibility: cast shadows only where the photos ask for them
+
+
+REGULARISER_WEIGHTS = RegulariserWeights(
+    coverage=1.0, scale_band=1.0, normal_offsets=1e-3, binary_opacity=0.002, shadows=0.01
+)
+OFFSET_SCALE = 0.01  # metres
+# A step's render leaves out the discs whose normal makes a cosine below this with the direction
+# to the camera (the reason is in `_step_loss`).
+MIN_RENDERED_FACING = -0.3
 # Gaussians whose blending weight summed over all photos' pixels stays below this count as unseen
 # (a visible splat on the example weighs tens of pixels; one under the skin about nothing).
 MIN_PHOTO_WEIGHT = 0.5
@@ -238,14 +341,101 @@ def _connected_parts(adjacency: torch.Tensor, labels: torch.Tensor, seen: torch.
     return torch.unique(part, return_inverse=True)[1] - int((~seen).any())
 
 
+@dataclass(frozen=True)
+class _AlbedoPatches:
+    """The seen vertices the lighting is estimated on, in connected patches of one albedo each."""
+
+    log_colors: torch.Tensor  # [S, 3] log of the observed linear colour
+    weights: torch.Tensor  # [S] observation weights, summing to 1
+    normals: torch.Tensor  # [S, 3] unit
+    parts: torch.Tensor  # [S] each vertex's patch
+    mean_log_colors: torch.Tensor  # [P, 3] each patch's weighted mean log colour
+
+
+def _albedo_patches(
+    colors: torch.Tensor,  # [V, 3] observed linear colour per vertex
+    weights: torch.Tensor,  # [V] observation weight (0 = unseen)
+    normals: torch.Tensor,  # [V, 3] unit
+    adjacency: torch.Tensor,  # [V, V] sparse
+    settings: LightingEstimate,
+) -> _AlbedoPatches:
+    """The seen vertices clustered by chromaticity and split into connected patches."""
+    seen = weights > 0
+    if int(seen.sum()) < settings.min_seen_vertices:
+        raise AvatarError("Too little of the body is visible in the photos to estimate their lighting.")
+    labels = _chromaticity_clusters(colors, weights, settings.clusters)
+    parts = _connected_parts(adjacency, labels, seen)
+    colors, weights, normals, parts = colors[seen], weights[seen], normals[seen], parts[seen]
+    log_colors = torch.log(colors + settings.colour_floor)
+    weights = weights / weights.sum()
+    part_count = int(parts.max()) + 1
+    device = colors.device
+    totals = torch.zeros(part_count, device=device).index_add_(0, parts, weights)
+    sums = torch.zeros(part_count, 3, device=device).index_add_(0, parts, weights[:, None] * log_colors)
+    return _AlbedoPatches(log_colors, weights, normals, parts, sums / totals.clamp_min(1e-12)[:, None])
+
+
+class _LightingUnknowns:
+    """What the lighting estimate solves for: each patch's log albedo, the L2 SH ambient and a sun."""
+
+    def __init__(self, patches: _AlbedoPatches, settings: LightingEstimate) -> None:
+        device = patches.log_colors.device
+        self.settings = settings
+        self.log_albedo = patches.mean_log_colors.clone().requires_grad_(True)  # [P, 3]
+        self.ambient = torch.zeros(9, 3, device=device)
+        self.ambient[0] = WHITE_WORLD_SH0
+        self.ambient.requires_grad_(True)
+        self.sun_towards = torch.tensor([0.0, -1.0, 0.0], device=device, requires_grad=True)
+        self.log_sun = torch.full((3,), settings.initial_log_sun, device=device, requires_grad=True)
+
+    def loss(self, patches: _AlbedoPatches, with_sun: bool) -> torch.Tensor:
+        """Robust (nearly L1) log-colour residual of patch albedo times shading, plus the priors."""
+        settings, ambient = self.settings, self.ambient
+        lighting = _CaptureLighting(
+            ambient,
+            torch.nn.functional.normalize(self.sun_towards, dim=0),
+            self.log_sun.exp() if with_sun else torch.zeros(3, device=ambient.device),
+        )
+        log_shading = torch.log(lighting.irradiance(patches.normals) / math.pi + settings.shading_floor)
+        residual = (self.log_albedo[patches.parts] + log_shading - patches.log_colors).abs().sum(1)
+        robust = torch.sqrt(residual**2 + settings.robust_epsilon)
+        # Priors for what the photos barely see: keep the exposure where it started (albedo and
+        # light trade it freely); let the sun, not the ambient, carry the light's direction; and
+        # keep the sun above the horizon (with cameras near eye level, a light from above and its
+        # mirror image from below shade the mostly upright body almost alike).
+        gauge = (ambient[0].mean() - WHITE_WORLD_SH0) ** 2
+        directional = settings.directional_prior * (ambient[1:] ** 2).sum() / (ambient[0] ** 2).mean()
+        below = torch.relu(-torch.nn.functional.normalize(self.sun_towards, dim=0)[2]) if with_sun else 0.0
+        return (patches.weights * robust).sum() + gauge + directional + settings.below_horizon_prior * below
+
+    def place_sun(self) -> None:
+        """The ambient found so far points at the light: put a sun there worth the ambient's
+        directional part, and keep `ambient_kept` of that part in the ambient."""
+        with torch.no_grad():
+            zero = torch.zeros(3, device=self.ambient.device)
+            lighting = _CaptureLighting(self.ambient, self.sun_towards.detach(), zero)
+            brightest = lighting.brightest_direction()
+            self.sun_towards.copy_(brightest)
+            spread = lighting.irradiance(torch.stack([brightest, -brightest]))
+            self.log_sun.copy_(torch.log((spread[0] - spread[1]).clamp_min(1e-2)))
+            self.ambient[1:] *= self.settings.ambient_kept
+
+    def estimate(self) -> _CaptureLighting:
+        return _CaptureLighting(
+            self.ambient.detach().clone(),
+            torch.nn.functional.normalize(self.sun_towards.detach(), dim=0),
+            self.log_sun.detach().exp(),
+        )
+
+
 def _estimate_lighting(
     colors: torch.Tensor,  # [V, 3] observed linear colour per vertex
     weights: torch.Tensor,  # [V] observation weight (0 = unseen)
     normals: torch.Tensor,  # [V, 3] unit
     adjacency: torch.Tensor,  # [V, V] sparse
-    steps: int,
     progress: Progress,
     span: tuple[float, float],
+    settings: LightingEstimate = LIGHTING_ESTIMATE,
 ) -> tuple[_CaptureLighting, float]:
     """Capture lighting (up to exposure) and its robust log-colour residual.
 
@@ -254,72 +444,24 @@ def _estimate_lighting(
     patches; each patch has one albedo. The fit explains the log colours by patch albedo plus log
     shading, robustly (nearly L1), so texture within a patch does not pull the light around.
     """
-    seen = weights > 0
-    if int(seen.sum()) < 50:
-        raise AvatarError("Too little of the body is visible in the photos to estimate their lighting.")
-    labels = _chromaticity_clusters(colors, weights, 10)
-    parts = _connected_parts(adjacency, labels, seen)
-    colors, weights, normals, parts = colors[seen], weights[seen], normals[seen], parts[seen]
-    log_colors = torch.log(colors + 1e-3)
-    weights = weights / weights.sum()
-    part_count = int(parts.max()) + 1
-    device = colors.device
-    totals = torch.zeros(part_count, device=device).index_add_(0, parts, weights)
-    log_albedo = torch.zeros(part_count, 3, device=device).index_add_(0, parts, weights[:, None] * log_colors)
-    log_albedo = (log_albedo / totals.clamp_min(1e-12)[:, None]).requires_grad_(True)
-
-    ambient = torch.zeros(9, 3, device=device)
-    ambient[0] = 2 * math.sqrt(math.pi)  # a white uniform world of radiance 1: E / pi = 1
-    ambient.requires_grad_(True)
-    sun_towards = torch.tensor([0.0, -1.0, 0.0], device=device, requires_grad=True)
-    log_sun = torch.full((3,), -8.0, device=device, requires_grad=True)
-
-    def loss_of(with_sun: bool) -> torch.Tensor:
-        lighting = _CaptureLighting(
-            ambient,
-            torch.nn.functional.normalize(sun_towards, dim=0),
-            log_sun.exp() if with_sun else torch.zeros(3, device=device),
-        )
-        log_shading = torch.log(lighting.irradiance(normals) / math.pi + 1e-2)
-        residual = (log_albedo[parts] + log_shading - log_colors).abs().sum(1)
-        robust = torch.sqrt(residual**2 + 1e-4)
-        # Priors for what the photos barely see: keep the exposure where it started (albedo and
-        # light trade it freely); let the sun, not the ambient, carry the light's direction; and
-        # keep the sun above the horizon (with cameras near eye level, a light from above and its
-        # mirror image from below shade the mostly upright body almost alike).
-        gauge = (ambient[0].mean() - 2 * math.sqrt(math.pi)) ** 2
-        directional = 0.3 * (ambient[1:] ** 2).sum() / (ambient[0] ** 2).mean()
-        below = torch.relu(-torch.nn.functional.normalize(sun_towards, dim=0)[2]) if with_sun else 0.0
-        return (weights * robust).sum() + gauge + directional + 0.1 * below
-
-    first_phase = steps // 3
-    optimiser = torch.optim.Adam([ambient, log_albedo], lr=0.03)
+    patches = _albedo_patches(colors, weights, normals, adjacency, settings)
+    unknowns = _LightingUnknowns(patches, settings)
+    steps = settings.steps
+    ambient_only_steps = steps // 3
+    optimiser = torch.optim.Adam([unknowns.ambient, unknowns.log_albedo], lr=settings.learning_rate)
     for step in range(steps):
-        if step == first_phase:
-            # The ambient found so far points at the light: put a sun there worth the ambient's
-            # directional part, keep half of that in the ambient, and fit both.
-            with torch.no_grad():
-                lighting = _CaptureLighting(ambient, sun_towards.detach(), torch.zeros(3, device=device))
-                brightest = lighting.brightest_direction()
-                sun_towards.copy_(brightest)
-                spread = lighting.irradiance(torch.stack([brightest, -brightest]))
-                log_sun.copy_(torch.log((spread[0] - spread[1]).clamp_min(1e-2)))
-                ambient[1:] *= 0.5
-            optimiser = torch.optim.Adam([ambient, log_albedo, sun_towards, log_sun], lr=0.03)
+        if step == ambient_only_steps:  # from here the sun and the ambient are fitted together
+            unknowns.place_sun()
+            everything = [unknowns.ambient, unknowns.log_albedo, unknowns.sun_towards, unknowns.log_sun]
+            optimiser = torch.optim.Adam(everything, lr=settings.learning_rate)
         optimiser.zero_grad()
-        loss = loss_of(step >= first_phase)
+        loss = unknowns.loss(patches, with_sun=step >= ambient_only_steps)
         loss.backward()
         optimiser.step()
         if step % 25 == 0:
             progress.update(span[0] + (span[1] - span[0]) * step / steps, "Estimating the photos' lighting")
     with torch.no_grad():
-        estimate = _CaptureLighting(
-            ambient.detach().clone(),
-            torch.nn.functional.normalize(sun_towards.detach(), dim=0),
-            log_sun.detach().exp(),
-        )
-        final = float(loss_of(True))
-    return estimate, final
+        return unknowns.estimate(), float(unknowns.loss(patches, with_sun=True))
 
 
 def _grassfire_fill(
@@ -367,9 +509,9 @@ class _Gaussians:
         self.spin = torch.as_tensor(rng.uniform(0, math.pi, count), dtype=torch.float32, device=device)
         self.tangent_log_scales = torch.full((count, 2), math.log(INITIAL_SCALE), device=device)
         self.offset_code = torch.zeros(count, device=device)  # offset = MAX tanh(code)
-        self.opacity_logit = torch.full((count,), 4.0, device=device)
+        self.opacity_logit = torch.full((count,), INITIAL_LOGIT, device=device)
         self.albedo_logit = torch.zeros(count, 3, device=device)
-        self.visibility_logit = torch.full((count,), 4.0, device=device)  # sun visibility, ~1
+        self.visibility_logit = torch.full((count,), INITIAL_LOGIT, device=device)  # sun visibility
 
     def _rest_binding(
         self, vertices: np.ndarray, triangles: torch.Tensor
@@ -387,22 +529,27 @@ class _Gaussians:
         smooth = _vertex_normals(rest, triangles)[triangles[self.triangle_ids]]
         smooth = torch.nn.functional.normalize((self.barycentrics[:, :, None] * smooth).sum(1), dim=1)
         local = torch.einsum("nji,nj->ni", frame[self.triangle_ids], smooth)  # frame^T smooth
-        local = torch.where(local[:, 2:] > 0.2, local, torch.tensor([0.0, 0.0, 1.0], device=self.device))
+        flat = torch.tensor([0.0, 0.0, 1.0], device=self.device)
+        local = torch.where(local[:, 2:] > MIN_SMOOTH_NORMAL_COSINE, local, flat)
         tilts = torch.nn.functional.normalize(
             torch.stack([1 + local[:, 2], -local[:, 1], local[:, 0], torch.zeros_like(local[:, 0])], 1), dim=1
         )
         spacing = math.sqrt(0.5 * float(twice_area.sum()) / self.triangle_ids.shape[0])
         return tilts, math.log(spacing) - 0.5 * torch.log(twice_area[self.triangle_ids])
 
+    def named_parameters(self) -> dict[str, torch.Tensor]:
+        """The optimised tensors by name (the names of `LearningRates`' fields)."""
+        return {
+            "spin": self.spin,
+            "tangent_log_scales": self.tangent_log_scales,
+            "offset_code": self.offset_code,
+            "opacity_logit": self.opacity_logit,
+            "albedo_logit": self.albedo_logit,
+            "visibility_logit": self.visibility_logit,
+        }
+
     def parameters(self) -> list[torch.Tensor]:
-        return [
-            self.spin,
-            self.tangent_log_scales,
-            self.offset_code,
-            self.opacity_logit,
-            self.albedo_logit,
-            self.visibility_logit,
-        ]
+        return list(self.named_parameters().values())
 
     def local_rotations(self) -> torch.Tensor:
         half = 0.5 * self.spin
@@ -485,9 +632,16 @@ def _observe(
                 0.02 + 0.03 * index / len(photos), "Looking up the Gaussians' colours in the photos"
             )
             depth = render(
-                means, rotations, scales, ones, ones[:, None], small.viewmat, small.intrinsics,
-                small.width, small.height,
-            ).depth[0, ..., 0]  # fmt: skip
+                means,
+                rotations,
+                scales,
+                ones,
+                ones[:, None],
+                small.viewmat,
+                small.intrinsics,
+                small.width,
+                small.height,
+            ).depth[0, ..., 0]
             for name, (positions, point_normals) in points.items():
                 camera = positions @ photo.viewmat[0, :3, :3].T + photo.viewmat[0, :3, 3]
                 z = camera[:, 2].clamp_min(1e-6)
@@ -500,16 +654,20 @@ def _observe(
                 column = column_row[:, 0].clamp(0, small.width - 1)
                 row = column_row[:, 1].clamp(0, small.height - 1)
                 surface = depth[row, column]
-                unoccluded = (surface > 0) & (camera[:, 2] < surface + 0.02 + 0.01 * surface)
+                limit = surface + DEPTH_SLACK + DEPTH_SLACK_PER_METRE * surface
+                unoccluded = (surface > 0) & (camera[:, 2] < limit)
                 towards = torch.nn.functional.normalize(photo.position - positions, dim=1)
                 facing = (point_normals * towards).sum(1)
                 grid = (pixel / torch.tensor([photo.width, photo.height]).to(pixel)) * 2 - 1
                 sampled = torch.nn.functional.grid_sample(
                     torch.cat([photo.linear, photo.mask[0]], dim=-1).permute(2, 0, 1)[None],
-                    grid[None, None], mode="bilinear", padding_mode="border", align_corners=False,
-                )[0, :, 0].T  # fmt: skip
-                weight = facing.clamp_min(0.0) ** 2 * (inside & unoccluded & (facing > 0.15)).float()
-                weight = weight * (sampled[:, 3] > 0.9).float()
+                    grid[None, None],
+                    mode="bilinear",
+                    padding_mode="border",
+                    align_corners=False,
+                )[0, :, 0].T
+                weight = facing.clamp_min(0.0) ** 2 * (inside & unoccluded & (facing > MIN_FACING)).float()
+                weight = weight * (sampled[:, 3] > MIN_MASK).float()
                 sums[name] += weight[:, None] * sampled[:, :3]
                 weights[name] += weight
     colors = {name: sums[name] / weights[name].clamp_min(1e-8)[:, None] for name in sums}
@@ -573,45 +731,20 @@ def fit_gaussians(
         raise AvatarError("No photo shows the fitted body: check the cameras and the body fit.")
 
     raw_lighting, lighting_residual = _estimate_lighting(
-        observed["vertex_colors"], observed["vertex_weights"], vertex_normals, adjacency,
-        steps=450, progress=progress, span=(0.05, 0.12),
-    )  # fmt: skip
+        observed["vertex_colors"],
+        observed["vertex_weights"],
+        vertex_normals,
+        adjacency,
+        progress=progress,
+        span=(0.05, 0.12),
+    )
     capture, exposure = raw_lighting.normalised()
     lighting_tensors = capture.tensors()
+    _start_albedo(gaussians, observed["gaussian_colors"], seen, capture, adjacency)
 
-    with torch.no_grad():
-        means, rotations, _ = gaussians.posed()
-        shading = capture.irradiance(_outward_normals(rotations)) / math.pi
-        albedo = (observed["gaussian_colors"] / shading.clamp_min(0.02)).clamp(0.01, 0.99)
-        albedo = _fill_from_seen(gaussians, albedo, seen, adjacency)
-        gaussians.albedo_logit = torch.logit(albedo)
-
-    steps = preset.gaussian_steps
-    parameters = gaussians.parameters()
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    rates = [0.02, 0.01, 0.02, 0.05, 0.03, 0.05]
-    groups = [{"params": [p], "lr": lr} for p, lr in zip(parameters, rates, strict=True)]
-    corrections = [_CameraCorrection(device) for _ in full]
-    for rate, which in zip(CAMERA_RATES, ("turns", "shifts"), strict=True):
-        groups.append({"params": [getattr(c, which) for c in corrections], "lr": rate})
-    # A photo's correction only has a gradient on its own steps; Adam leaves the others alone.
-    optimiser = torch.optim.Adam(groups)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: FINAL_RATE ** (step / max(steps, 1)))
-    order: list[int] = []
-    for step in range(steps):
-        if not order:
-            order = torch.randperm(len(full), generator=generator).tolist()
-        index = order.pop()
-        photo = (coarse if step < COARSE_FRACTION * steps else full)[index]
-        optimiser.zero_grad(set_to_none=True)
-        loss = _step_loss(gaussians, photo, lighting_tensors, corrections[index])
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        progress.update(
-            0.15 + 0.8 * (step + 1) / max(steps, 1), f"Fitting Gaussians: step {step + 1}/{steps}"
-        )
+    corrections = _optimise(
+        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress
+    )
 
     progress.update(0.95, "Finding what the photos show")
     # Gaussians the depth test called seen but that ended up under others (inner layers, the
@@ -622,7 +755,7 @@ def fit_gaussians(
     avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
     avatar.provenance["fit"] |= {
         "seconds": round(time.monotonic() - started, 1),
-        "steps": steps,
+        "steps": preset.gaussian_steps,
         "seen_fraction": round(float(seen.float().mean()), 4),
         "lighting_residual": round(lighting_residual, 4),
         "exposure": [round(float(value), 4) for value in exposure],
@@ -632,6 +765,69 @@ def fit_gaussians(
     }
     progress.update(1.0, "Gaussians fitted")
     return avatar
+
+
+def _start_albedo(
+    gaussians: _Gaussians,
+    colors: torch.Tensor,  # [N, 3] observed linear colour per Gaussian
+    seen: torch.Tensor,  # [N] bool
+    capture: _CaptureLighting,
+    adjacency: torch.Tensor,  # [V, V] sparse
+) -> None:
+    """The Gaussians' albedo before optimising: the observed colour over the capture shading, and
+    the nearest seen surface's where no photo saw them."""
+    with torch.no_grad():
+        _, rotations, _ = gaussians.posed()
+        shading = capture.irradiance(_outward_normals(rotations)) / math.pi
+        albedo = (colors / shading.clamp_min(MIN_INITIAL_SHADING)).clamp(*INITIAL_ALBEDO_RANGE)
+        albedo = _fill_from_seen(gaussians, albedo, seen, adjacency)
+        gaussians.albedo_logit = torch.logit(albedo)
+
+
+def _parameter_groups(
+    gaussians: _Gaussians, corrections: list[_CameraCorrection], rates: LearningRates
+) -> list[dict]:
+    """Adam's parameter groups: each Gaussian tensor with the rate of its name, then every photo's
+    camera turn and shift."""
+    groups = []
+    for name, parameter in gaussians.named_parameters().items():
+        parameter.requires_grad_(True)
+        groups.append({"params": [parameter], "lr": getattr(rates, name)})
+    groups.append({"params": [correction.turns for correction in corrections], "lr": rates.camera_turns})
+    groups.append({"params": [correction.shifts for correction in corrections], "lr": rates.camera_shifts})
+    return groups
+
+
+def _optimise(
+    gaussians: _Gaussians,
+    full: list[_Photo],
+    coarse: list[_Photo],
+    lighting: LightingTensors,
+    steps: int,
+    generator: torch.Generator,
+    progress: Progress,
+) -> list[_CameraCorrection]:
+    """Stage 4: `steps` Adam steps, one photo each in shuffled rounds, on the coarse photos first;
+    returns each photo's fitted camera correction."""
+    corrections = [_CameraCorrection(gaussians.device) for _ in full]
+    # A photo's correction only has a gradient on its own steps; Adam leaves the others alone.
+    optimiser = torch.optim.Adam(_parameter_groups(gaussians, corrections, LEARNING_RATES))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: FINAL_RATE ** (step / max(steps, 1)))
+    order: list[int] = []
+    for step in range(steps):
+        if not order:
+            order = torch.randperm(len(full), generator=generator).tolist()
+        index = order.pop()
+        photo = (coarse if step < COARSE_FRACTION * steps else full)[index]
+        optimiser.zero_grad(set_to_none=True)
+        loss = _step_loss(gaussians, photo, lighting, corrections[index])
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        progress.update(
+            0.15 + 0.8 * (step + 1) / max(steps, 1), f"Fitting Gaussians: step {step + 1}/{steps}"
+        )
+    return corrections
 
 
 class _CameraCorrection:
@@ -659,7 +855,7 @@ class _CameraCorrection:
         return moved, quaternion_multiply(quaternion.expand_as(rotations), rotations)
 
     def prior(self) -> torch.Tensor:
-        return CAMERA_PRIOR[0] * self.turns.square().sum() + CAMERA_PRIOR[1] * self.shifts.square().sum()
+        return CAMERA_TURN_PRIOR * self.turns.square().sum() + CAMERA_SHIFT_PRIOR * self.shifts.square().sum()
 
     def pixels(self, photo: _Photo) -> float:
         """The correction's rough size in pixels, taking the person to be 2.5 m away (for the log)."""
@@ -682,13 +878,20 @@ def _step_loss(
     means, rotations = correction.move(photo, means, rotations)
     # Discs facing away from the camera lie behind the body's near side: leaving them out halves
     # the rasterizer's work and changes no pixel (the margin keeps grazing discs at silhouettes).
-    front = ((normals * view_dirs).sum(1) > -0.3).nonzero().squeeze(1)
+    front = ((normals * view_dirs).sum(1) > MIN_RENDERED_FACING).nonzero().squeeze(1)
     display = linear_to_srgb(linear[front].clamp(0.0, 1.0))
     result = render(
-        means[front], rotations[front], scales[front], opacities[front], display,
-        photo.viewmat, photo.intrinsics, photo.width, photo.height,
+        means[front],
+        rotations[front],
+        scales[front],
+        opacities[front],
+        display,
+        photo.viewmat,
+        photo.intrinsics,
+        photo.width,
+        photo.height,
         background=torch.zeros(3, device=means.device),
-    )  # fmt: skip
+    )
     # Colour is compared inside the mask (leaving out its rim, tried, cost 0.15 dB held-out: the
     # outline's colour went unfitted); alpha is fitted to the mask everywhere.
     inside = photo.inside
@@ -701,16 +904,17 @@ def _step_loss(
     low, high = math.log(SCALE_BAND[0]), math.log(SCALE_BAND[1])
     scale_band = (torch.relu(low - tangent) + torch.relu(tangent - high)).mean()
     anisotropy = torch.relu((tangent[:, 0] - tangent[:, 1]).abs() - math.log(MAX_ANISOTROPY)).mean()
-    offsets = (gaussians.normal_offsets() / 0.01).square().mean()
+    offsets = (gaussians.normal_offsets() / OFFSET_SCALE).square().mean()
     binary_opacity = (opacities * (1 - opacities)).mean()
     shadows = (1 - visibility).mean()
+    weights = REGULARISER_WEIGHTS
     return (
         photometric
-        + 1.0 * coverage
-        + 1.0 * (scale_band + anisotropy)
-        + 1e-3 * offsets
-        + 0.002 * binary_opacity
-        + 0.01 * shadows
+        + weights.coverage * coverage
+        + weights.scale_band * (scale_band + anisotropy)
+        + weights.normal_offsets * offsets
+        + weights.binary_opacity * binary_opacity
+        + weights.shadows * shadows
         + correction.prior()
     )
 
@@ -739,9 +943,17 @@ def _photo_weights(
             moved, turned = correction.move(photo, means, rotations)
         unit = torch.ones(means.shape[0], 1, device=means.device, requires_grad=True)
         result = render(
-            moved, turned, scales, opacities, unit, photo.viewmat, photo.intrinsics, photo.width,
-            photo.height, background=torch.zeros(1, device=means.device),
-        )  # fmt: skip
+            moved,
+            turned,
+            scales,
+            opacities,
+            unit,
+            photo.viewmat,
+            photo.intrinsics,
+            photo.width,
+            photo.height,
+            background=torch.zeros(1, device=means.device),
+        )
         (weights,) = torch.autograd.grad(result.color.sum(), unit)
         totals += weights[:, 0]
     return totals
@@ -778,9 +990,18 @@ def _finish(
         for index, photo in enumerate(photos):
             progress.update(0.96 + 0.04 * index / len(photos), "Scoring the fit against the photos")
             result = render(
-                means, rotations, scales, opacities, sh, photo.viewmat, photo.intrinsics,
-                photo.width, photo.height, sh_degree=0, background=torch.zeros(3, device=means.device),
-            )  # fmt: skip
+                means,
+                rotations,
+                scales,
+                opacities,
+                sh,
+                photo.viewmat,
+                photo.intrinsics,
+                photo.width,
+                photo.height,
+                sh_degree=0,
+                background=torch.zeros(3, device=means.device),
+            )
             fit_psnrs.append(psnr(result.color[0], photo.target[0], photo.mask[0, ..., 0] > 0.5))
 
     def array(tensor: torch.Tensor) -> np.ndarray:

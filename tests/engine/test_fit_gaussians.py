@@ -30,7 +30,7 @@ from lca_blender.maths.colour import srgb_to_linear  # noqa: E402
 from lca_blender.maths.deform import pose_avatar  # noqa: E402
 from lca_blender.maths.lights import AmbientSH, Lighting, SunLight, lighting_from_json  # noqa: E402
 from lca_blender.progress import Cancelled, Progress  # noqa: E402
-from lca_blender.reconstruct.fit_gaussians import fit_gaussians  # noqa: E402
+from lca_blender.reconstruct.fit_gaussians import MAX_ANISOTROPY, MAX_NORMAL_OFFSET, fit_gaussians  # noqa: E402
 from lca_blender.reconstruct.sample import sample_avatar  # noqa: E402
 from lca_blender.reconstruct.views import BodyFit, Preset, View, capture_from_json, views_from_renders  # noqa: E402
 from lca_blender.render.pictures import framed_cameras, render_views, studio_lighting  # noqa: E402
@@ -91,10 +91,11 @@ def orbit_fit(truth):
 def test_held_out_views_match_the_photos(truth, orbit_fit):
     held_out = photographs(truth, [20.0, 160.0, 250.0], elevation=10.0)
     references = np.stack([np.dstack([view.pixels, view.mask]) for view in held_out])
-    references[..., :3] = render_views(*truth, [view.camera for view in held_out], "relit",
-                                       CAPTURE_LIGHTING, background=(0, 0, 0))[..., :3]  # fmt: skip
-    fitted = render_views(orbit_fit, pose_avatar(orbit_fit), [view.camera for view in held_out], "captured",
-                          background=(0, 0, 0))  # fmt: skip
+    cameras = [view.camera for view in held_out]
+    references[..., :3] = render_views(*truth, cameras, "relit", CAPTURE_LIGHTING, background=(0, 0, 0))[
+        ..., :3
+    ]
+    fitted = render_views(orbit_fit, pose_avatar(orbit_fit), cameras, "captured", background=(0, 0, 0))
     assert masked_psnr(fitted, references) > 26.0
 
 
@@ -110,8 +111,8 @@ def test_relit_under_new_lights_matches_the_truth_relit(truth, orbit_fit):
     baked = orbit_fit.subset(np.arange(orbit_fit.gaussian_count))
     sh_colour = np.clip(0.5 + 0.28209479177387814 * orbit_fit.sh[:, 0], 0, 1)
     baked.albedo = srgb_to_linear(sh_colour).astype(np.float32)
-    baked_psnr = masked_psnr(render_views(baked, pose_avatar(baked), cameras, "relit", lighting,
-                                          background=(0, 0, 0)), expected)  # fmt: skip
+    baked_relit = render_views(baked, pose_avatar(baked), cameras, "relit", lighting, background=(0, 0, 0))
+    baked_psnr = masked_psnr(baked_relit, expected)
     assert captured.shape == fitted.shape
     assert fitted_psnr > 22.0
     assert fitted_psnr > baked_psnr + 1.5
@@ -131,9 +132,12 @@ def test_avatar_is_valid_and_round_trips(truth, orbit_fit, tmp_path):
     pose, expressions = capture_from_json(orbit_fit.provenance["capture"], orbit_fit.rig)
     assert np.allclose(pose.rotations, Pose.rest(orbit_fit.rig.joint_count).rotations)
     assert not expressions.any()
-    assert np.abs(orbit_fit.normal_offsets).max() <= 0.03 + 1e-6
+    # Offsets are MAX_NORMAL_OFFSET x tanh in float32: never above the float32 constant.
+    assert np.abs(orbit_fit.normal_offsets).max() <= np.float32(MAX_NORMAL_OFFSET)
+    # The anisotropy is clamped exactly, then both tangent log scales get the same float32 base
+    # added (log scales of a few units: a rounding of about 1e-6 each).
     tangent = orbit_fit.log_scales[:, :2]
-    assert (np.abs(tangent[:, 0] - tangent[:, 1]) <= math.log(4.0) + 1e-4).all()
+    assert (np.abs(tangent[:, 0] - tangent[:, 1]) <= math.log(MAX_ANISOTROPY) + 1e-4).all()
     path = tmp_path / "fit.lca"
     write_avatar(path, orbit_fit)
     again = read_avatar(path)
@@ -180,7 +184,7 @@ def test_camera_correction_moves_the_gaussians_as_the_corrected_camera_sees_them
     corrected[:3, :3], corrected[:3, 3] = axis_angle_to_matrix(turn), shift
     corrected = corrected @ viewmat
     # Camera-frame positions and orientations agree: the old camera on the moved Gaussians, the
-    # corrected camera on the originals.
+    # corrected camera on the originals (to float32 rounding: a few 1e-7 on values of a few units).
     expected = means @ corrected[:3, :3].T + corrected[:3, 3]
     assert np.allclose(moved.detach().numpy() @ viewmat[:3, :3].T + viewmat[:3, 3], expected, atol=1e-5)
     seen = viewmat[:3, :3] @ quaternion_to_matrix(turned).detach().numpy()
@@ -213,7 +217,8 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     alpha = render(
         means, rotations, scales, opacities, torch.ones(3, 1), photo.viewmat, photo.intrinsics, 32, 32
     ).alpha
-    # Per pixel the blending weights add up to the alpha, so over the image they add up to its sum.
+    # Per pixel the blending weights add up to the alpha, so over the image they add up to its sum
+    # (in float32, over 32 x 32 pixels: at most 1024 x 6e-8 = 6e-5 relative apart).
     assert float(weights.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
     # Over B's few pixels A's alpha is about 0.99 (its falloff spans 10 px): 1-2 % gets through.
     alone = SimpleNamespace(
@@ -222,6 +227,44 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     unoccluded = float(_photo_weights(alone, [photo], [_CameraCorrection("cpu")])[0])
     assert 0 < float(weights[1]) < 0.02 * unoccluded
     assert float(weights[2]) > 1.0  # in plain view
+
+
+def test_each_parameter_takes_the_learning_rate_of_its_name():
+    from dataclasses import fields
+    from types import SimpleNamespace
+
+    from lca_blender.reconstruct.fit_gaussians import (
+        LearningRates,
+        _CameraCorrection,
+        _Gaussians,
+        _parameter_groups,
+    )
+
+    names = [field.name for field in fields(LearningRates) if not field.name.startswith("camera_")]
+    # Distinct rates, and the parameters listed in the reverse of the fields' order: a rate taken
+    # by position instead of by name would land on the wrong tensor.
+    rates = LearningRates(
+        **{field.name: float(index + 1) for index, field in enumerate(fields(LearningRates))}
+    )
+    tensors = {name: torch.zeros(2) for name in reversed(names)}
+    gaussians = SimpleNamespace(named_parameters=lambda: tensors)
+    corrections = [_CameraCorrection("cpu") for _ in range(3)]
+    groups = _parameter_groups(gaussians, corrections, rates)
+    assert len(groups) == len(names) + 2
+    by_tensor = {id(group["params"][0]): group["lr"] for group in groups[: len(names)]}
+    assert by_tensor == {id(tensor): getattr(rates, name) for name, tensor in tensors.items()}
+    assert all(tensor.requires_grad for tensor in tensors.values())
+    assert groups[-2]["lr"] == rates.camera_turns and groups[-1]["lr"] == rates.camera_shifts
+    assert [id(turn) for turn in groups[-2]["params"]] == [id(c.turns) for c in corrections]
+    assert [id(shift) for shift in groups[-1]["params"]] == [id(c.shifts) for c in corrections]
+    # The Gaussians name each optimised tensor by its attribute, and LearningRates has a rate for
+    # every one of them and for nothing else.
+    bare = object.__new__(_Gaussians)
+    for name in names:
+        setattr(bare, name, torch.zeros(1))
+    assert {name: id(tensor) for name, tensor in bare.named_parameters().items()} == {
+        name: id(getattr(bare, name)) for name in names
+    }
 
 
 def test_the_mouths_inside_is_the_unseen_part_that_jaw_open_moves():
