@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..avatar import GaussianAvatar
 from ..errors import AvatarError
@@ -33,14 +34,15 @@ from ..formats.lca import read_avatar, write_avatar
 from ..maths.cameras import Camera
 from ..paths import cache_dir
 from ..progress import Progress
-from .fit_body import BodyChoice
+from .fit_body import BodyChoice, fit_body
+from .fit_gaussians import fit_gaussians
 from .ingest import IngestResult, Photo, collect_inputs, ingest
-from .perceive import PerceiveResult, Perception, perceive
+from .perceive import PerceiveResult, Perception, matted_photos, perceive
 from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 2  # bump when a stage's cached result changes meaning (2: the body model)
+PIPELINE_VERSION = 4  # bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte)
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
@@ -57,30 +59,48 @@ class BuildReport:
 
 
 class StageCache:
-    """Finished stages of one build, each a folder of `meta.json` and `.npy` arrays."""
+    """Finished stages of one build, each a folder of `meta.json`, `.npy` arrays and other files.
+
+    `meta.json` records the sha256 of every file beside it, so a stage damaged on disk (truncated,
+    overwritten, a file missing) is recognised before anything reads it and is redone. What passes
+    that check is exactly what this pipeline version wrote, so an error while turning it back into
+    a stage's result is a bug and propagates.
+    """
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
 
     def load(self, stage: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-        if self.root is None:
+        """The stage's meta and arrays, or None when it is not cached or is damaged (then logged)."""
+        folder = self.folder(stage)
+        if folder is None or not folder.exists():
             return None
-        folder = self.root / stage
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-            arrays = {path.stem: np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy"))}
-        except (OSError, ValueError) as error:
-            if folder.exists():
-                logger.warning("Ignoring the unreadable cached %s stage (%s); redoing it.", stage, error)
+            record = json.loads((folder / "meta.json").read_text())
+            damaged = [name for name, digest in record["files"].items() if _sha256(folder / name) != digest]
+            if damaged:
+                raise ValueError(f"{', '.join(damaged)} changed since it was written")
+            arrays = {
+                Path(name).stem: np.load(folder / name, allow_pickle=False)
+                for name in sorted(record["files"])
+                if name.endswith(".npy")
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            # Unreadable JSON, a missing file, a checksum or record that does not hold up: damaged.
+            logger.warning("Ignoring the damaged cached %s stage (%s); redoing it.", stage, error)
             return None
-        return meta, arrays
+        return record["meta"], arrays
 
     def folder(self, stage: str) -> Path | None:
         return None if self.root is None else self.root / stage
 
     def save(
-        self, stage: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], files: dict | None = None
-    ):
+        self,
+        stage: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        avatars: dict[str, GaussianAvatar] | None = None,
+    ) -> None:
         """Write a stage: everything lands in a temporary folder renamed into place at the end."""
         if self.root is None:
             return
@@ -89,15 +109,24 @@ class StageCache:
         try:
             for name, array in arrays.items():
                 np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-            for name, source in (files or {}).items():
-                shutil.copyfile(source, temporary / name)
-            (temporary / "meta.json").write_text(json.dumps(meta))
+            for name, avatar in (avatars or {}).items():
+                write_avatar(temporary / name, avatar)
+            written = {path.name: _sha256(path) for path in sorted(temporary.iterdir())}
+            (temporary / "meta.json").write_text(json.dumps({"meta": meta, "files": written}))
             final = self.root / stage
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def build_settings(settings: Preset, seed: int, body_model: BodyChoice) -> dict[str, Any]:
@@ -117,10 +146,9 @@ def build_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
 
 
 def resolve_device(device: str) -> str:
+    """ "cpu" or "cuda" for a `--device` of auto, cpu or cuda (auto: CUDA when torch sees a GPU)."""
     if device not in ("auto", "cpu", "cuda"):
         raise AvatarError(f"Unknown device '{device}'. Use auto, cpu or cuda.")
-    import torch
-
     if device == "cuda" and not torch.cuda.is_available():
         raise AvatarError("--device cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu.")
     if device == "auto":
@@ -164,34 +192,11 @@ def build_avatar(
     report = BuildReport(output=Path(output), cache=root or Path())
     logger.info("Build cache: %s", root)
 
-    photos = _stage(report, stages, "ingest", progress, "Reading the photos",
-                    lambda: ingest(files, max_side=settings.max_side, progress=progress),
-                    _save_ingest, _load_ingest)  # fmt: skip
-    report.skipped.update(photos.skipped)
-    if stop_after == "ingest":
+    try:
+        run = _StageRunner(report, stages, progress, stop_after)
+        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed)
+    except _StoppedAfter:
         return report
-    seen = _stage(report, stages, "perceive", progress, "Finding the person in each photo",
-                  lambda: perceive(photos.photos, progress=progress),
-                  _save_perceive, _load_perceive)  # fmt: skip
-    report.skipped.update(seen.skipped)
-    if stop_after == "perceive":
-        return report
-    sfm = _stage(report, stages, "cameras", progress, "Relating the photos' cameras",
-                 lambda: _cameras(photos.photos, seen.perceptions, stages, progress),
-                 _save_cameras, _load_cameras)  # fmt: skip
-    if stop_after == "cameras":
-        return report
-    body = _stage(report, stages, "fit_body", progress, "Fitting the body, hands and face",
-                  lambda: _fit_body(seen.perceptions, photos.photos, settings, sfm, progress, seed,
-                                    body_model),
-                  _save_body,
-                  lambda meta, _: _load_body(meta, photos.photos, seen.perceptions, body_model))  # fmt: skip
-    report.body = dict(body.report)
-    if stop_after == "fit_body":
-        return report
-    avatar = _stage(report, stages, "fit_gaussians", progress, "Fitting the Gaussians to the photos",
-                    lambda: _fit_gaussians(body, settings, chosen_device, progress, seed),
-                    None, None)  # fmt: skip
     progress.stage("write", f"Writing {Path(output).name}")
     write_avatar(output, avatar)
     report.gaussians = avatar.gaussian_count
@@ -199,61 +204,94 @@ def build_avatar(
     return report
 
 
-def _stage(report, stages: StageCache, name, progress, message, compute, save, load):
-    """Run one stage, or take its result from the cache."""
-    started = time.monotonic()
-    progress.stage(name, message)
-    cached = _load_stage(stages, name, load)
-    if cached is not _MISSING:
-        report.stages[name] = {"cached": True, "seconds": round(time.monotonic() - started, 2)}
-        progress.done(f"{name}: taken from the previous run")
-        return cached
-    result = compute()
-    _save_stage(stages, name, result, save)
-    report.stages[name] = {"cached": False, "seconds": round(time.monotonic() - started, 2)}
-    progress.done(f"{name}: done")
-    return result
+def _run_stages(
+    run: _StageRunner, files: Sequence[Path], settings: Preset, body_model: BodyChoice, device: str, seed: int
+) -> GaussianAvatar:
+    """The five stages in order, each from the cache when it holds it; the fitted avatar."""
+    photos = run(
+        "ingest",
+        "Reading the photos",
+        lambda: ingest(files, max_side=settings.max_side, progress=run.progress),
+        save=_save_ingest,
+        load=_load_ingest,
+    )
+    run.report.skipped.update(photos.skipped)
+    seen = run(
+        "perceive",
+        "Finding the person in each photo",
+        lambda: perceive(photos.photos, progress=run.progress),
+        save=_save_perceive,
+        load=_load_perceive,
+    )
+    run.report.skipped.update(seen.skipped)
+    matted = matted_photos(photos.photos, seen.perceptions)  # what the fits compare against
+    sfm = run(
+        "cameras",
+        "Relating the photos' cameras",
+        lambda: _cameras(photos.photos, seen.perceptions, run.progress),
+        save=_save_cameras,
+        load=_load_cameras,
+    )
+    body = run(
+        "fit_body",
+        "Fitting the body, hands and face",
+        lambda: fit_body(
+            seen.perceptions,
+            steps=settings.body_steps,
+            sfm=sfm,
+            progress=run.progress,
+            photos=matted,
+            seed=seed,
+            body=body_model,
+        ),
+        save=_save_body,
+        load=lambda meta, _: _load_body(meta, matted, seen.perceptions, body_model),
+    )
+    run.report.body = dict(body.report)
+    return run(
+        "fit_gaussians",
+        "Fitting the Gaussians to the photos",
+        lambda: fit_gaussians(body, settings, device=device, progress=run.progress, seed=seed),
+        save=lambda avatar: ({"gaussians": avatar.gaussian_count}, {}, {"avatar.lca": avatar}),
+        load=lambda meta, _: read_avatar(run.stages.folder("fit_gaussians") / "avatar.lca"),
+    )
 
 
-_MISSING = object()  # a stage with nothing cached (None is a valid result: no SfM cameras)
+class _StoppedAfter(Exception):
+    """The stage `stop_after` named has finished: the build stops there."""
 
 
-def _load_stage(stages: StageCache, name: str, load):
-    if name == "fit_gaussians":
-        folder = stages.folder(name)
-        if folder is not None and (folder / "avatar.lca").is_file():
-            try:
-                return read_avatar(folder / "avatar.lca")
-            except AvatarError as error:
-                logger.warning("Ignoring the cached avatar (%s); fitting again.", error)
-        return _MISSING
-    loaded = stages.load(name)
-    if loaded is None:
-        return _MISSING
-    try:
-        return load(*loaded)
-    except (KeyError, IndexError, ValueError, TypeError, AvatarError) as error:
-        logger.warning("Ignoring the cached %s stage (%s); redoing it.", name, error)
-        return _MISSING
+@dataclass(frozen=True)
+class _StageRunner:
+    """Runs one stage, or takes its result from the cache, and reports which and how long."""
 
+    report: BuildReport
+    stages: StageCache
+    progress: Progress
+    stop_after: str | None = None
 
-def _save_stage(stages: StageCache, name: str, result, save) -> None:
-    if stages.root is None:
-        return
-    if name == "fit_gaussians":
-        stages.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=stages.root) as scratch:
-            path = Path(scratch) / "avatar.lca"
-            write_avatar(path, result)
-            stages.save(name, {"gaussians": result.gaussian_count}, {}, files={"avatar.lca": path})
-        return
-    stages.save(name, *save(result))
+    def __call__(self, name: str, message: str, compute, save, load):
+        started = time.monotonic()
+        self.progress.stage(name, message)
+        cached = self.stages.load(name)
+        if cached is not None:
+            result = load(*cached)
+            self.report.stages[name] = {"cached": True, "seconds": round(time.monotonic() - started, 2)}
+            self.progress.done(f"{name}: taken from the previous run")
+        else:
+            result = compute()
+            self.stages.save(name, *save(result))
+            self.report.stages[name] = {"cached": False, "seconds": round(time.monotonic() - started, 2)}
+            self.progress.done(f"{name}: done")
+        if name == self.stop_after:
+            raise _StoppedAfter(name)
+        return result
 
 
 # -- the stages' own work ---------------------------------------------------------------------
 
 
-def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], stages: StageCache, progress):
+def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], progress):
     """Structure-from-motion on the person, or None when the photos do not tie together."""
     try:
         from .cameras import structure_from_motion
@@ -290,21 +328,6 @@ def _own_signal_handlers():
                 signal.signal(number, handler)
 
 
-def _fit_body(perceptions, photos, settings: Preset, sfm, progress, seed, body_model: BodyChoice) -> BodyFit:
-    from .fit_body import fit_body
-
-    return fit_body(
-        perceptions, steps=settings.body_steps, sfm=sfm, progress=progress, photos=photos, seed=seed,
-        body=body_model,
-    )  # fmt: skip
-
-
-def _fit_gaussians(body: BodyFit, settings: Preset, device: str, progress, seed) -> GaussianAvatar:
-    from .fit_gaussians import fit_gaussians
-
-    return fit_gaussians(body, settings, device=device, progress=progress, seed=seed)
-
-
 # -- what each stage keeps on disk ------------------------------------------------------------
 
 
@@ -337,7 +360,7 @@ def _save_perceive(result: PerceiveResult):
     for i, seen in enumerate(result.perceptions):
         arrays[f"pose_{i:04d}"] = seen.pose
         arrays[f"mask_{i:04d}"] = seen.mask
-        for name in ("left_hand", "right_hand", "face"):
+        for name in ("left_hand", "right_hand", "face", "foreground"):
             if getattr(seen, name) is not None:
                 arrays[f"{name}_{i:04d}"] = getattr(seen, name)
     return meta, arrays
@@ -352,6 +375,7 @@ def _load_perceive(meta, arrays) -> PerceiveResult:
             right_hand=arrays.get(f"right_hand_{i:04d}"),
             face=arrays.get(f"face_{i:04d}"),
             mask=arrays[f"mask_{i:04d}"],
+            foreground=arrays.get(f"foreground_{i:04d}"),
         )
         for i, source in enumerate(meta["perceptions"])
     ]
