@@ -37,12 +37,12 @@ from ..progress import Progress
 from .fit_body import BodyChoice, fit_body
 from .fit_gaussians import fit_gaussians
 from .ingest import IngestResult, Photo, collect_inputs, ingest
-from .perceive import PerceiveResult, Perception, matted_photos, perceive
+from .perceive import PerceiveResult, Perception, perceive
 from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 4  # bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte)
+PIPELINE_VERSION = 3  # bump when a stage's cached result changes meaning (2: the body model, 3: checksums)
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
@@ -224,7 +224,6 @@ def _run_stages(
         load=_load_perceive,
     )
     run.report.skipped.update(seen.skipped)
-    matted = matted_photos(photos.photos, seen.perceptions)  # what the fits compare against
     sfm = run(
         "cameras",
         "Relating the photos' cameras",
@@ -240,12 +239,12 @@ def _run_stages(
             steps=settings.body_steps,
             sfm=sfm,
             progress=run.progress,
-            photos=matted,
+            photos=photos.photos,
             seed=seed,
             body=body_model,
         ),
         save=_save_body,
-        load=lambda meta, _: _load_body(meta, matted, seen.perceptions, body_model),
+        load=lambda meta, _: _load_body(meta, photos.photos, seen.perceptions, body_model),
     )
     run.report.body = dict(body.report)
     return run(
