@@ -270,6 +270,9 @@ class _StageRunner:
     stop_after: str | None = None
 
     def __call__(self, name: str, message: str, compute, save, load):
+        # The stop comes at the next stage, so the caller has recorded the last one's results.
+        if self.stop_after in self.report.stages:
+            raise _StoppedAfter(self.stop_after)
         started = time.monotonic()
         self.progress.stage(name, message)
         cached = self.stages.load(name)
@@ -282,8 +285,6 @@ class _StageRunner:
             self.stages.save(name, *save(result))
             self.report.stages[name] = {"cached": False, "seconds": round(time.monotonic() - started, 2)}
             self.progress.done(f"{name}: done")
-        if name == self.stop_after:
-            raise _StoppedAfter(name)
         return result
 
 

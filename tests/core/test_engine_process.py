@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,9 +28,15 @@ from lca_blender.addon.engine_process import (
 )
 from lca_blender.progress import Overall
 
+# Waits in these tests end as soon as the awaited line or exit arrives (well under a second when
+# the code works). This bound only turns a hang into a failure that says so; it is not a speed
+# requirement, so it is generous enough for a machine under any load.
+HANG_GUARD_S = 300.0
+
 # A stand-in for `lca-avatar --progress jsonl build PHOTOS -o OUT`: it reads what to do from an
 # `engine.json` in the photos folder, prints progress lines, leaves a stage cache beside its
-# output, then fails with the engine's error line or writes the output.
+# output, then fails with the engine's error line or writes the output. With "hold", it stops
+# after the first progress line until it is signalled (as a long stage would).
 FAKE_ENGINE = """
 import json, sys, time
 from pathlib import Path
@@ -42,9 +51,10 @@ steps = plan.get("steps", 4)
 for step in range(steps):
     fraction = (step + 1) / steps
     print(json.dumps({"stage": "fit_body", "fraction": fraction, "message": f"step {step + 1}",
-                      "eta_s": plan.get("delay", 0.01) * (steps - step - 1)}), flush=True)
+                      "eta_s": 0.5 * (steps - step - 1)}), flush=True)
     print("a log line that is not progress", flush=True)
-    time.sleep(plan.get("delay", 0.01))
+    if plan.get("hold"):
+        time.sleep(600)
 if "fail" in plan:
     print("WARNING something on the way", file=sys.stderr)
     print("lca-avatar: error: " + plan["fail"], file=sys.stderr)
@@ -71,14 +81,34 @@ def _photos(folder: Path, **plan) -> Path:
     return folder
 
 
-def _run_to_end(build: AvatarBuild, timeout: float = 20.0) -> list[ProgressEvent]:
+def _run_to_end(build: AvatarBuild) -> list[ProgressEvent]:
+    """Every progress event until the engine exits, polled as the add-on's timer polls."""
     events = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + HANG_GUARD_S
     while not build.status.finished:
-        assert time.monotonic() < deadline, "the fake engine did not finish"
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang: the engine was still running after {HANG_GUARD_S:.0f} s")
         events += build.poll()
         time.sleep(0.01)
     return events
+
+
+def _first_events(job: EngineJob | AvatarBuild) -> list[ProgressEvent]:
+    """The first progress events: the child prints one once it is ready to be signalled."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not (events := job.poll()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang: no progress line from the engine in {HANG_GUARD_S:.0f} s")
+        time.sleep(0.01)
+    return events
+
+
+def _wait(job: EngineJob) -> JobStatus:
+    try:
+        return job.wait(HANG_GUARD_S)
+    except subprocess.TimeoutExpired:
+        job.cancel(grace_s=0.0)
+        pytest.fail(f"hang: the engine was still running after {HANG_GUARD_S:.0f} s")
 
 
 def _process_is_gone(pid: int) -> bool:
@@ -158,11 +188,11 @@ def test_a_failed_build_surfaces_the_engine_error_and_leaves_nothing(
 
 def test_an_engine_that_says_nothing_reports_its_exit_code_or_its_stderr_tail(tmp_path: Path) -> None:
     silent = EngineJob([sys.executable, "-c", "import sys; sys.exit(3)"], [], progress_flag=False).start()
-    assert silent.wait(10) is JobStatus.FAILED
+    assert _wait(silent) is JobStatus.FAILED
     assert silent.error_message == "The engine stopped with exit code 3 and said nothing."
 
     crash = EngineJob([sys.executable, "-c", "raise RuntimeError('boom')"], [], progress_flag=False).start()
-    assert crash.wait(10) is JobStatus.FAILED
+    assert _wait(crash) is JobStatus.FAILED
     assert crash.error_message.endswith("RuntimeError: boom")
 
 
@@ -175,38 +205,42 @@ def test_a_build_that_writes_no_avatar_fails(fake_engine: list[str], tmp_path: P
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_cancel_stops_the_engine_and_leaves_nothing(fake_engine: list[str], tmp_path: Path) -> None:
-    photos = _photos(tmp_path / "dave", steps=100, delay=1.0)
+def test_cancel_stops_the_engine_and_leaves_nothing(
+    fake_engine: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A grace period no machine can outlast, so only a SIGTERM that did not work leads to the kill
+    # (and then to the -9 below), however slowly the child is scheduled.
+    monkeypatch.setattr(EngineJob, "cancel", functools.partialmethod(EngineJob.cancel, grace_s=HANG_GUARD_S))
+    photos = _photos(tmp_path / "dave", steps=3, hold=True)
     output = tmp_path / "avatars" / "dave.lca"
     build = AvatarBuild(fake_engine, [photos], output).start()
-    deadline = time.monotonic() + 20
-    while not build.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert build.status is JobStatus.RUNNING
-    assert any(path.is_dir() for path in output.parent.iterdir())  # the work folder, with a stage cache
-
-    started = time.monotonic()
-    build.cancel()
-    assert time.monotonic() - started < 30.0  # a hang guard: the fake engine would run 100 s
+    try:
+        assert [event.message for event in _first_events(build)] == ["step 1"]
+        assert build.status is JobStatus.RUNNING
+        (work_folder,) = output.parent.iterdir()
+        assert (work_folder / "stage-cache.npy").is_file()  # written before the first progress line
+        build.cancel()
+    finally:
+        build.job.cancel(grace_s=0.0)  # a failed check above must not leave the child behind
     assert build.status is JobStatus.CANCELLED
+    assert build.job.returncode == -signal.SIGTERM  # stopped by the request, not by the kill after it
     assert _process_is_gone(build.job.pid)
     assert list(output.parent.iterdir()) == []
 
 
 def test_cancel_kills_an_engine_that_ignores_sigterm(tmp_path: Path) -> None:
+    # The progress line comes after SIGTERM is ignored: from then on only the kill can stop it.
     stubborn = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        'print(\'{"stage": "s", "fraction": 0}\', flush=True); time.sleep(60)'
+        'print(\'{"stage": "s", "fraction": 0}\', flush=True); time.sleep(600)'
     )
     job = EngineJob([sys.executable, "-c", stubborn], [], progress_flag=False).start()
-    deadline = time.monotonic() + 20
-    while not job.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    job.cancel(grace_s=0.3)
+    try:
+        _first_events(job)
+    finally:
+        job.cancel(grace_s=0.3)
     assert job.status is JobStatus.CANCELLED
-    assert job.returncode == -9
+    assert job.returncode == -signal.SIGKILL
     assert _process_is_gone(job.pid)
 
 
@@ -215,7 +249,7 @@ def test_the_real_engine_cli_speaks_the_same_protocol(tmp_path: Path) -> None:
     addon_root = Path(engine_process.__file__).resolve().parents[1]
     command = [sys.executable, "-m", "lca_blender.cli"]
     job = EngineJob(command, ["info", str(tmp_path / "missing.lca")], engine_environment(addon_root)).start()
-    assert job.wait(60) is JobStatus.FAILED
+    assert _wait(job) is JobStatus.FAILED
     assert job.returncode == 2
     assert "missing.lca" in job.error_message
     assert not job.error_message.startswith("lca-avatar")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lca_blender.maths.colour import srgb_to_linear
+from lca_blender.maths.colour import linear_to_srgb, srgb_to_linear
 from lca_blender.reconstruct import ingest as ingest_module
 from lca_blender.reconstruct.ingest import IngestError, ingest
 
@@ -39,13 +39,6 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def test_srgb_to_linear_reference_values():
-    np.testing.assert_allclose(srgb_to_linear(np.array([0.0, 1.0])), [0.0, 1.0], atol=1e-12)
-    # 50 % sRGB grey is 21.4 % linear light; the linear toe below 0.04045.
-    np.testing.assert_allclose(srgb_to_linear(np.array([0.5])), [0.21404114], atol=1e-7)
-    np.testing.assert_allclose(srgb_to_linear(np.array([0.04])), [0.04 / 12.92], atol=1e-12)
-
-
 def test_every_photo_kind_decodes_to_linear_rgb(tmp_path):
     base = gradient()
     save(base, tmp_path / "a_rgb.jpg", quality=95)
@@ -73,13 +66,67 @@ def test_every_photo_kind_decodes_to_linear_rgb(tmp_path):
     assert alpha is not None and alpha[:, 0].max() < 0.01 and alpha[:, -1].min() > 0.99
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    image = gradient(64, 48)
+# Where EXIF orientation 1-8 shows the stored pixel (row, column) of an image `height` x `width`,
+# from the standard's words "the 0th row is the visual <side>, the 0th column is the visual <side>".
+def displayed_position(orientation: int, row: int, column: int, height: int, width: int) -> tuple[int, int]:
+    return {
+        1: (row, column),  # top, left
+        2: (row, width - 1 - column),  # top, right
+        3: (height - 1 - row, width - 1 - column),  # bottom, right
+        4: (height - 1 - row, column),  # bottom, left
+        5: (column, row),  # left, top
+        6: (column, height - 1 - row),  # right, top
+        7: (width - 1 - column, height - 1 - row),  # right, bottom
+        8: (width - 1 - column, row),  # left, bottom
+    }[orientation]
+
+
+def displayed(stored: np.ndarray, orientation: int) -> np.ndarray:
+    """The picture a viewer that honours EXIF shows for `stored` [H, W, ...], pixel by pixel."""
+    height, width = stored.shape[:2]
+    shape = (height, width) if orientation <= 4 else (width, height)
+    shown = np.zeros(shape + stored.shape[2:], stored.dtype)
+    for row in range(height):
+        for column in range(width):
+            shown[displayed_position(orientation, row, column, height, width)] = stored[row, column]
+    return shown
+
+
+def with_orientation(pixels: np.ndarray, orientation: int, path: Path, **options) -> Path:
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    save(image, tmp_path / "portrait.jpg", exif=exif.tobytes(), quality=95)
-    (photo,) = ingest([tmp_path / "portrait.jpg"]).photos
-    assert photo.pixels.shape == (64, 48, 3)
+    exif[0x0112] = orientation
+    return save(Image.fromarray(pixels), path, exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_puts_every_pixel_where_it_is_shown(tmp_path, orientation):
+    # Every pixel different (no symmetry can hide a wrong turn or mirror), losslessly stored.
+    rng = np.random.default_rng(orientation)
+    stored = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    stored[..., 0] = rng.permutation(256)[:35].reshape(5, 7)
+    (photo,) = ingest([with_orientation(stored, orientation, tmp_path / "photo.png")]).photos
+    expected = srgb_to_linear(displayed(stored, orientation).astype(np.float32) / 255.0)
+    assert photo.pixels.shape == expected.shape
+    np.testing.assert_allclose(photo.pixels, expected, rtol=0, atol=1e-7)  # float32 rounding only
+    assert photo.original_size == expected.shape[1::-1]  # (width, height), upright
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_of_a_jpeg(tmp_path, orientation):
+    # A 3 x 2 grid of 16-pixel blocks of clearly different colours; JPEG's loss stays inside a block.
+    colours = np.array(
+        [[[230, 30, 30], [30, 200, 30], [30, 30, 230]], [[220, 220, 40], [40, 210, 210], [200, 40, 200]]]
+    )
+    stored = np.kron(colours, np.ones((16, 16, 1))).astype(np.uint8)
+    path = with_orientation(stored, orientation, tmp_path / "photo.jpg", quality=95, subsampling=0)
+    (photo,) = ingest([path]).photos
+    shown_grid = displayed(colours, orientation)
+    assert photo.pixels.shape == (16 * shown_grid.shape[0], 16 * shown_grid.shape[1], 3)
+    display = linear_to_srgb(photo.pixels) * 255
+    for row, column in np.ndindex(shown_grid.shape[:2]):
+        block = display[16 * row + 4 : 16 * row + 12, 16 * column + 4 : 16 * column + 12]
+        # JPEG at quality 95 without chroma subsampling moves a flat block's centre by <= 1 level.
+        np.testing.assert_allclose(block.mean((0, 1)), shown_grid[row, column], atol=4)
 
 
 def test_large_photos_are_resized_to_the_preset(tmp_path):

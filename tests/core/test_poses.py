@@ -89,6 +89,7 @@ def test_spec_sets_the_named_joints_only(tube_rig):
     pose, expressions = pose_from_spec(tube_rig, spec)
     pose.validate(tube_rig)
     assert pose.rotations.dtype == np.float32 and pose.translation.dtype == np.float32
+    # Stored in float32: half an ulp of values <= 1 is 6e-8 per component, ~2.4e-7 in the matrix.
     np.testing.assert_allclose(
         quaternion_to_matrix(pose.rotations[1].astype(np.float64)), blender_xyz_matrix(10, -20, 30), atol=1e-6
     )
@@ -111,7 +112,7 @@ def test_spec_sets_the_named_joints_only(tube_rig):
 )
 def test_quaternions_are_normalised(tube_rig, quaternion, expected):
     pose, _ = pose_from_spec(tube_rig, {"joints": {"neck": {"quaternion_wxyz": quaternion}}})
-    np.testing.assert_allclose(pose.rotations[2], expected, atol=1e-7)
+    np.testing.assert_allclose(pose.rotations[2], expected, atol=1e-7)  # float32: half-ulp 6e-8
 
 
 def test_empty_spec_is_the_rest_pose(tube_rig):
@@ -213,7 +214,7 @@ def test_pose_file_round_trip(tube_rig, tmp_path: Path):
     assert expressions == expected_expressions == {"jawOpen": 0.3, "eyeBlinkLeft": 1.0}
     # And the file means what a Blender user typed: the neck's local rotation is Rz @ Ry @ Rx.
     rotation = quaternion_to_matrix(pose.rotations[2].astype(np.float64))
-    np.testing.assert_allclose(rotation, blender_xyz_matrix(15.5, -30, 100), atol=1e-6)
+    np.testing.assert_allclose(rotation, blender_xyz_matrix(15.5, -30, 100), atol=1e-6)  # float32 storage
 
 
 def test_a_preset_written_to_a_file_loads_as_the_preset(anny_rig, tmp_path: Path):
@@ -357,6 +358,7 @@ def test_fists_curl_the_way_the_fingers_already_flex_at_rest(anny_rig, side: str
 def test_wave_raises_the_right_hand_and_leaves_the_left_alone(anny_rig):
     rest, wave = posed_frames(anny_rig, "rest"), posed_frames(anny_rig, "wave")
     assert head_of(anny_rig, wave, "wrist.R")[2] > head_of(anny_rig, rest, "upperarm01.R")[2] + 0.2
+    # The same float64 chain of unchanged joints: equal to the last few ulps.
     np.testing.assert_allclose(
         head_of(anny_rig, wave, "wrist.L"), head_of(anny_rig, rest, "wrist.L"), atol=1e-6
     )

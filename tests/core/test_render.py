@@ -7,14 +7,13 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from lca_blender.errors import AvatarError  # noqa: E402
 from lca_blender.maths.sh import SH_C0, SH_C1  # noqa: E402
-from lca_blender.maths.sh_torch import sh_basis, sh_to_color  # noqa: E402
+from lca_blender.maths.sh_torch import sh_to_color  # noqa: E402
 from lca_blender.render import render, render_dense_reference  # noqa: E402
 from lca_blender.render import tiles as tiles_module  # noqa: E402
 from lca_blender.render.projection import LOW_PASS, MIN_ALPHA  # noqa: E402
@@ -96,38 +95,7 @@ def scalar_loss(result) -> torch.Tensor:
     )
 
 
-# --- spherical harmonics -------------------------------------------------------------------------
-
-
-def closed_form_real_sh(degree: int, order: int, directions: np.ndarray) -> np.ndarray:
-    """Real SH Y_lm with the Condon-Shortley phase from associated Legendre polynomials."""
-    x, y, z = directions.T
-    theta, phi = np.arccos(np.clip(z, -1, 1)), np.arctan2(y, x)
-    m = abs(order)
-    legendre = np.polynomial.legendre.Legendre.basis(degree).deriv(m)(np.cos(theta))
-    associated = (-1) ** m * np.sin(theta) ** m * legendre
-    norm = math.sqrt(
-        (2 * degree + 1) / (4 * math.pi) * math.factorial(degree - m) / math.factorial(degree + m)
-    )
-    if order == 0:
-        return norm * associated
-    angular = np.cos(m * phi) if order > 0 else np.sin(m * phi)
-    return math.sqrt(2) * norm * associated * angular
-
-
-def test_sh_basis_is_the_real_sh_with_condon_shortley_phase():
-    directions = np.random.default_rng(0).standard_normal((50, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    basis = sh_basis(torch.tensor(directions), 3).numpy()
-    expected = np.stack(
-        [
-            closed_form_real_sh(degree, m, directions)
-            for degree in range(4)
-            for m in range(-degree, degree + 1)
-        ],
-        axis=1,
-    )
-    np.testing.assert_allclose(basis, expected, atol=1e-12)
+# --- spherical harmonics (the bases themselves: test_sh.py) ----------------------------------------
 
 
 def test_sh_degree_zero_gives_the_colour_back_and_clamps_at_zero():
@@ -222,15 +190,18 @@ def test_tiled_backend_matches_dense_reference_forward_and_backward(segment, mon
     assert tiled.backend == "torch" and dense.backend == "dense"
     assert 0.05 < dense.alpha.mean() < 0.95 and (dense.alpha > 0.999).any()  # pixels stop early
     # Same maths in float32, summed in a different order: a few ulps of values of order 1 (depth ~3).
+    # Measured over 6 scenes, both settings, 1 and 2 threads: 3e-7 (depth 1.4e-6).
     for field, tolerance in (("color", 1e-5), ("alpha", 1e-5), ("depth", 1e-5 * 4), ("normal", 1e-5)):
         torch.testing.assert_close(getattr(tiled, field), getattr(dense, field), atol=tolerance, rtol=0)
-    # Gradients sum thousands of float32 pixel terms: compared relative to each attribute's largest one.
+    # A gradient sums up to 2 x 70 x 53 = 7,420 float32 pixel terms in another order: a random walk
+    # of sqrt(7420) x 6e-8 = 5e-6 of the largest (measured as above: 3.2e-6), so compared relative
+    # to each attribute's largest entry with six times that.
     for name, tiled_grad, dense_grad in zip(
         ("means", "quats", "scales", "opacities", "colors"), tiled_grads, dense_grads, strict=True
     ):
         scale = dense_grad.abs().max()
         assert scale > 0, name
-        torch.testing.assert_close(tiled_grad, dense_grad, atol=1e-5 * scale, rtol=0, msg=name)
+        torch.testing.assert_close(tiled_grad, dense_grad, atol=3e-5 * scale, rtol=0, msg=name)
 
 
 def test_tiled_backend_gradients_match_finite_differences():

