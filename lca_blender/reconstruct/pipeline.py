@@ -360,7 +360,7 @@ def _save_perceive(result: PerceiveResult):
     for i, seen in enumerate(result.perceptions):
         arrays[f"pose_{i:04d}"] = seen.pose
         arrays[f"mask_{i:04d}"] = seen.mask
-        for name in ("left_hand", "right_hand", "face", "foreground"):
+        for name in ("left_hand", "right_hand", "face"):
             if getattr(seen, name) is not None:
                 arrays[f"{name}_{i:04d}"] = getattr(seen, name)
     return meta, arrays
@@ -375,7 +375,6 @@ def _load_perceive(meta, arrays) -> PerceiveResult:
             right_hand=arrays.get(f"right_hand_{i:04d}"),
             face=arrays.get(f"face_{i:04d}"),
             mask=arrays[f"mask_{i:04d}"],
-            foreground=arrays.get(f"foreground_{i:04d}"),
         )
         for i, source in enumerate(meta["perceptions"])
     ]
