@@ -42,15 +42,22 @@ FINGERS: tuple[str, ...] = ("finger1", "finger2", "finger3", "finger4", "finger5
 phalanx); MediaPipe Hands numbers its landmarks in the same order."""
 
 
+def shape_mismatch(array: np.ndarray, shape: tuple) -> str | None:
+    """None when `array` has `shape` (None = any size), else the wanted shape as text, e.g. "Nx3"."""
+    if array.ndim == len(shape) and all(
+        want is None or have == want for have, want in zip(array.shape, shape, strict=True)
+    ):
+        return None
+    return "x".join("N" if want is None else str(want) for want in shape)
+
+
 def _check_array(name: str, array: np.ndarray, shape: tuple, dtype: type) -> None:
     """Raise AvatarError unless `array` has `dtype` and `shape` (None = any size) and is finite."""
     if not isinstance(array, np.ndarray) or array.dtype != np.dtype(dtype):
         found = getattr(array, "dtype", type(array).__name__)
         raise AvatarError(f"'{name}' must be a {np.dtype(dtype)} array, found {found}.")
-    if array.ndim != len(shape) or any(
-        want is not None and have != want for have, want in zip(array.shape, shape, strict=True)
-    ):
-        wanted = "x".join("N" if want is None else str(want) for want in shape)
+    wanted = shape_mismatch(array, shape)
+    if wanted:
         raise AvatarError(f"'{name}' must have shape {wanted}, found {array.shape}.")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise AvatarError(f"'{name}' contains NaN or infinite values.")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..avatar import Pose, Rig
+from ..avatar import Pose, Rig, shape_mismatch
 from ..errors import AvatarWriteError, BodyModelError, PoseError
 from ..formats.atomic import atomic_output
 from ..maths.rotations import axis_angle_to_quaternion, bone_matrix, bone_roll_towards
@@ -329,10 +329,8 @@ def _read_array(archive: np.lib.npyio.NpzFile, path: Path, key: str, kinds: str,
         raise BodyModelError(f"'{path}': '{key}' cannot be read ({error}).") from None
     if array.dtype.kind not in kinds:
         raise BodyModelError(f"'{path}': '{key}' must be numeric, found {array.dtype}.")
-    if array.ndim != len(shape) or any(
-        want is not None and have != want for have, want in zip(array.shape, shape, strict=True)
-    ):
-        wanted = "x".join("N" if want is None else str(want) for want in shape)
+    wanted = shape_mismatch(array, shape)
+    if wanted:
         raise BodyModelError(f"'{path}': '{key}' must have shape {wanted}, found {array.shape}.")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BodyModelError(f"'{path}': '{key}' contains NaN or infinite values.")
