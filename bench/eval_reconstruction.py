@@ -7,6 +7,7 @@ the avatar through its fitted body.
     .venv/bin/python bench/eval_reconstruction.py --subject S --avatar A.lca       # score an avatar
     .venv/bin/python bench/eval_reconstruction.py --subject S --oracle             # check the scorer
     .venv/bin/python bench/eval_reconstruction.py --seed 7 --subject S --make-subject-only
+    .venv/bin/python bench/eval_reconstruction.py --seed 11 --studio --outfit skirt,ponytail --out O
 
 Prints one JSON object (also written to OUT/scores.json) and writes OUT/contact_sheet.png. Logs go
 to stderr. The work is `lca_blender.evaluate` (subjects, scoring, the oracle); Blender's Python
@@ -25,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from lca_blender.avatar import GaussianAvatar
+from lca_blender.evaluate.display import VIEW_TRANSFORMS
+from lca_blender.evaluate.garments import GARMENTS
 from lca_blender.evaluate.oracle import oracle_avatar
 from lca_blender.evaluate.scoring import SCORED_SPLITS, contact_sheet_image, score_avatar
 from lca_blender.evaluate.subjects import CyclesRenderer, Subject, load_subject, make_subject, write_json
-from lca_blender.evaluate.synthetic import SubjectSettings
+from lca_blender.evaluate.synthetic import BACKDROPS, EXTRA_POSES, MIXED, SubjectSettings
 from lca_blender.formats.lca import read_avatar, write_avatar
 from lca_blender.render.pictures import save_png
 
@@ -77,14 +80,60 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height or width)
 
 
+def _names(choices: tuple[str, ...]):
+    """An argparse type: comma-separated names from `choices` (hyphens read as underscores)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(name.strip().replace("-", "_") for name in text.split(",") if name.strip())
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown)}; choose from {', '.join(choices)}"
+            )
+        return names
+
+    return parse
+
+
+# A photographer's turn-around (--studio): what each option is unless given.
+STUDIO = {"photos": 16, "size": (512, 512), "backdrop": "grey", "view_transform": "AgX", "poses": EXTRA_POSES}
+PLAIN = {"photos": 12, "size": (384, 512), "backdrop": "none", "view_transform": "Standard", "poses": ()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--subject", type=Path, help="subject folder (made from --seed if it has no cameras.json)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of a generated subject")
-    parser.add_argument("--photos", type=int, default=12, help="input photos of a generated subject")
-    parser.add_argument("--size", type=_size, default=(384, 512), help="WIDTHxHEIGHT of generated images")
+    parser.add_argument("--photos", type=int, help="input photos of a generated subject (12; --studio 16)")
+    parser.add_argument(
+        "--size", type=_size, help="WIDTHxHEIGHT or SIDE of generated images (384x512; --studio 512)"
+    )
+    parser.add_argument(
+        "--outfit",
+        type=_names((*GARMENTS, MIXED)),
+        default=(),
+        help="garments as geometry, comma-separated: skirt, dress, coat, trousers, ponytail, long-hair, "
+        "glasses, shoes, or mixed (the seed chooses); default: the outfit painted on the skin only",
+    )
+    parser.add_argument(
+        "--backdrop", choices=BACKDROPS, help="studio backdrop in the photos (none; --studio grey)"
+    )
+    parser.add_argument(
+        "--view-transform",
+        choices=VIEW_TRANSFORMS,
+        help="Blender view transform of every image (Standard; --studio AgX)",
+    )
+    parser.add_argument(
+        "--poses",
+        type=_names(EXTRA_POSES),
+        help="extra held-out poses, comma-separated: stride, arms_up, sit (none; --studio all)",
+    )
+    parser.add_argument(
+        "--studio", action="store_true", help="a photographer's turn-around: the --studio defaults above"
+    )
+    parser.add_argument("--mask-samples", type=int, default=16, help="Cycles samples of garment mask passes")
     parser.add_argument("--heldout", type=int, default=4, help="held-out views of a generated subject")
     parser.add_argument("--samples", type=int, default=48, help="Cycles samples per pixel (denoised)")
     parser.add_argument("--texture-size", type=int, default=1024, help="outfit texture size in texels")
@@ -105,15 +154,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _subject_settings(args: argparse.Namespace) -> SubjectSettings:
+    defaults = STUDIO if args.studio else PLAIN
+    chosen = {key: defaults[key] if getattr(args, key) is None else getattr(args, key) for key in defaults}
     return SubjectSettings(
         seed=args.seed,
-        photos=args.photos,
-        width=args.size[0],
-        height=args.size[1],
+        photos=chosen["photos"],
+        width=chosen["size"][0],
+        height=chosen["size"][1],
         heldout=args.heldout,
         samples=args.samples,
         texture_size=args.texture_size,
         phenotype={} if args.default_body else None,
+        garments=args.outfit,
+        backdrop=chosen["backdrop"],
+        view_transform=chosen["view_transform"],
+        extra_poses=chosen["poses"],
+        mask_samples=args.mask_samples,
     )
 
 

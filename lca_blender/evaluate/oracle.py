@@ -2,8 +2,10 @@
 
 Gaussians sampled on the true body carry the true texture's albedo and, as captured colour, that
 albedo shaded (without shadows or interreflection) by the capture lighting in the true capture
-pose. Scoring it tests the alignment, cameras, rendering and colour conventions; its scores are
-the ceiling this Gaussian layout can reach.
+pose, shown through the subject's view transform as its photos are. It wears no garments: on a
+clothed subject it is the body-only avatar, whose scores show what the clothes cost. Scoring it
+tests the alignment, cameras, rendering and colour conventions; its scores are the ceiling this
+Gaussian layout can reach.
 """
 
 from __future__ import annotations
@@ -83,5 +85,6 @@ def oracle_avatar(subject: Subject, gaussian_count: int = 150_000, seed: int = 0
     )
     splats = pose_avatar(avatar, pose, expressions)
     lit = relight_splats(avatar, splats, subject.lighting("input"), np.zeros(3))
-    sh = ((linear_to_srgb(np.clip(lit, 0.0, 1.0)) - 0.5) / SH_C0)[:, None, :]
+    # The captured look is what the photos show: the lit colour through the truth's view transform.
+    sh = ((subject.display.encode(lit) - 0.5) / SH_C0)[:, None, :]
     return dataclasses.replace(avatar, sh=sh.astype(np.float32))

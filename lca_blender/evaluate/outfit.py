@@ -18,8 +18,8 @@ _SKIN_TONES = np.array([[0.62, 0.43, 0.34], [0.50, 0.31, 0.21], [0.33, 0.19, 0.1
 _HAIR_COLOURS = np.array([[0.02, 0.015, 0.012], [0.09, 0.045, 0.02], [0.38, 0.26, 0.12], [0.30, 0.08, 0.03]])
 
 
-def _random_colour(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
-    """A saturated linear colour whose brightest channel lies in [low, high]."""
+def random_colour(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """[3] a saturated linear colour whose brightest channel lies in [low, high]."""
     hue = rng.uniform(0, 1)
     channels = np.clip(np.abs(((hue * 6 + np.array([0.0, 4.0, 2.0])) % 6) - 3) - 1, 0, 1)
     saturation = rng.uniform(0.45, 0.9)
@@ -28,25 +28,48 @@ def _random_colour(rng: np.random.Generator, low: float, high: float) -> np.ndar
 
 def outfit_description(rng: np.random.Generator) -> dict[str, Any]:
     """The outfit's colours and patterns, drawn from the seed (recorded in gt.json)."""
-    shirt = _random_colour(rng, 0.25, 0.6)
+    shirt = random_colour(rng, 0.25, 0.6)
     return {
         "skin": (_SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.9, 1.1)).tolist(),
         "hair": (_HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))] * rng.uniform(0.9, 1.1)).tolist(),
         "shirt": shirt.tolist(),
         # The pattern's second colour: part of the way to a contrasting one, as printed fabric is.
-        "shirt_second": (shirt + rng.uniform(0.35, 0.6) * (_random_colour(rng, 0.1, 0.7) - shirt)).tolist(),
+        "shirt_second": (shirt + rng.uniform(0.35, 0.6) * (random_colour(rng, 0.1, 0.7) - shirt)).tolist(),
         "shirt_pattern": ["stripes", "checks", "dots"][int(rng.integers(3))],
         "shirt_period_m": float(rng.uniform(0.04, 0.08)),
         "long_sleeves": bool(rng.random() < 0.5),
-        "print": _random_colour(rng, 0.5, 0.85).tolist(),
-        "trousers": _random_colour(rng, 0.04, 0.2).tolist(),
+        "print": random_colour(rng, 0.5, 0.85).tolist(),
+        "trousers": random_colour(rng, 0.04, 0.2).tolist(),
         "belt": (np.array([0.05, 0.035, 0.02]) * rng.uniform(0.7, 1.5)).tolist(),
-        "shoes": _random_colour(rng, 0.02, 0.5).tolist(),
+        "shoes": random_colour(rng, 0.02, 0.5).tolist(),
         "soles": [0.75, 0.75, 0.72],
     }
 
 
-def _dominant_joints(rig: Rig) -> np.ndarray:
+PATTERNS = ("stripes", "checks", "dots", "plaid", "plain")
+
+
+def pattern_mask(points: np.ndarray, pattern: str, period: float) -> np.ndarray:
+    """[N] where a two-colour fabric pattern takes its second colour, at points [N, 3] (metres):
+    solid texturing, so the pattern never shows a UV seam."""
+    x, y, z = points.T
+    if pattern == "stripes":
+        return np.sin(2 * np.pi * z / period) > 0.3
+    if pattern == "checks":
+        return (np.floor(x / period) + np.floor(y / period) + np.floor(z / period)) % 2 == 0
+    if pattern == "dots":
+        lattice = (points / period) - np.round(points / period)
+        return np.linalg.norm(lattice, axis=1) < 0.28
+    if pattern == "plaid":  # two crossing sets of bands, read round the body and down it
+        across = np.sin(2 * np.pi * (x + y) / period) > 0.5
+        down = np.sin(2 * np.pi * z / period) > 0.5
+        return across ^ down
+    if pattern == "plain":
+        return np.zeros(len(points), bool)
+    raise ValueError(f"Unknown pattern '{pattern}'. Use one of: {', '.join(PATTERNS)}.")
+
+
+def dominant_joints(rig: Rig) -> np.ndarray:
     """[V] the joint with the largest skin weight of each vertex."""
     strongest = np.argmax(rig.skin_weights, axis=1)
     return rig.skin_indices[np.arange(rig.vertex_count), strongest]
@@ -63,7 +86,7 @@ def outfit_albedo_at(
     corners = rig.triangles[triangle_ids]
     points = np.einsum("nk,nkc->nc", barycentrics, rig.vertices[corners])
     nearest = corners[np.arange(len(corners)), np.argmax(barycentrics, axis=1)]
-    names = np.asarray(rig.joint_names, dtype=object)[_dominant_joints(rig)[nearest]]
+    names = np.asarray(rig.joint_names, dtype=object)[dominant_joints(rig)[nearest]]
     x, y, z = points.T
 
     def part(*fragments: str) -> np.ndarray:
@@ -79,16 +102,10 @@ def outfit_albedo_at(
     sleeves = ("upperarm", "lowerarm") if outfit["long_sleeves"] else ("upperarm01",)
     shirt = part("spine", "clavicle", "shoulder", "pelvis", "root", *sleeves) & (z >= waist)
     legs = part("upperleg", "lowerleg") | (part("spine", "pelvis", "root") & (z < waist))
+    if "bare_legs_below_m" in outfit:  # under a skirt or a dress: shorts, then bare legs
+        legs &= z >= outfit["bare_legs_below_m"]
 
-    period = outfit["shirt_period_m"]
-    pattern = outfit["shirt_pattern"]
-    if pattern == "stripes":
-        second = np.sin(2 * np.pi * z / period) > 0.3
-    elif pattern == "checks":
-        second = (np.floor(x / period) + np.floor(y / period) + np.floor(z / period)) % 2 == 0
-    else:
-        lattice = (points / period) - np.round(points / period)
-        second = np.linalg.norm(lattice, axis=1) < 0.28
+    second = pattern_mask(points, outfit["shirt_pattern"], outfit["shirt_period_m"])
     albedo[shirt] = colour("shirt")
     albedo[shirt & second] = colour("shirt_second")
     # A round print with a ring on the chest, front only (the body faces -Y).
@@ -128,12 +145,14 @@ def outfit_albedo_at(
     return np.clip(albedo * grain, 0.0, 1.0)
 
 
-def _covered_texels(rig: Rig, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The texels of an [S, S] texture that the rig's UV triangles cover: rows [T], columns [T],
-    the triangle of each [T] and the barycentrics of its centre in that triangle [T, 3]."""
+def covered_texels(
+    corners_uv: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The texels of an [S, S] texture that UV triangles (`corners_uv` [F, 3, 2]) cover: rows [T],
+    columns [T], the triangle of each [T] and the barycentrics of its centre in that triangle [T, 3]."""
     import cv2
 
-    corners_uv = rig.uvs[rig.triangle_uvs].astype(np.float64)  # [F, 3, 2]
+    corners_uv = np.asarray(corners_uv, np.float64)
     # Pixel centres at integer coordinates; 4 bits of sub-pixel precision for OpenCV.
     pixel = np.stack([corners_uv[..., 0] * size - 0.5, (1 - corners_uv[..., 1]) * size - 0.5], axis=-1)
     ids = np.zeros((size, size), np.int32)
@@ -154,7 +173,7 @@ def _covered_texels(rig: Rig, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return rows, columns, triangle_ids, barycentrics
 
 
-def _bleed(texture: np.ndarray, covered: np.ndarray, texels: int = 4) -> np.ndarray:
+def bleed(texture: np.ndarray, covered: np.ndarray, texels: int = 4) -> np.ndarray:
     """`texture` [S, S, 3] with its colours spread `texels` past the covered islands' borders, so
     bilinear lookups at seams stay clean."""
     import cv2
@@ -175,14 +194,14 @@ def bake_outfit_texture(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The outfit baked into the rig's UV layout: sRGB texture [S, S, 3] uint8 (row 0 at the top,
     as image files store it; V = 1 at the top) and the covered-texel mask [S, S]."""
-    rows, columns, triangle_ids, barycentrics = _covered_texels(rig, size)
+    rows, columns, triangle_ids, barycentrics = covered_texels(rig.uvs[rig.triangle_uvs], size)
     noise = rng.uniform(-1, 1, len(rows))
     albedo = outfit_albedo_at(rig, outfit, triangle_ids, barycentrics, noise)
     texture = np.zeros((size, size, 3), np.float64)
     texture[rows, columns] = linear_to_srgb(albedo)  # outfit_albedo_at clips to [0, 1]
     covered = np.zeros((size, size), bool)
     covered[rows, columns] = True
-    return (np.clip(_bleed(texture, covered), 0, 1) * 255 + 0.5).astype(np.uint8), covered
+    return (np.clip(bleed(texture, covered), 0, 1) * 255 + 0.5).astype(np.uint8), covered
 
 
 def sample_texture(

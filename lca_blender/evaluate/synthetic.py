@@ -2,7 +2,9 @@
 
 Everything random comes from one `numpy.random.default_rng(seed)`, drawn in the fixed order of
 `draw_subject`, so the same seed and settings give the same subject: that order is part of the
-format (bench/README.md describes the subjects).
+format (bench/README.md describes the subjects). Garments, the extra poses, their cameras and the
+studio backdrop draw from a second generator, `default_rng([seed, 1])`, so subjects without them
+are exactly what they were before they existed.
 
 Capture lighting is a uniform world plus one sun key, exposed so that a white Lambertian surface
 facing the key renders at about 1.0 linear (world strength + sun strength / pi = 1), the
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,13 +23,26 @@ import numpy as np
 from ..avatar import FINGERS, Pose, Rig
 from ..formats.poses import euler_xyz_to_quaternion
 from ..maths.cameras import Camera, look_at, orbit_direction
+from ..maths.deform import pose_vertices
 from ..maths.lights import AmbientSH, AreaLight, Lighting, PointLight, SunLight
+from .display import VIEW_TRANSFORMS
+from .garments import GARMENTS, Garment, make_garments, outfit_for_garments
 from .outfit import bake_outfit_texture, outfit_description
+
+EXTRA_POSES = ("stride", "arms_up", "sit")
+"""Held-out poses that stress loose clothes and hair, each its own split (`SubjectSettings.extra_poses`)."""
+BACKDROPS = ("none", "grey", "green")
+MIXED = "mixed"  # `SubjectSettings.garments` = ("mixed",): the seed chooses the clothes
+_EXCLUSIVE = (("skirt", "dress", "trousers"), ("ponytail", "long_hair"))
 
 
 @dataclass(frozen=True)
 class SubjectSettings:
-    """What a synthetic subject is made of; the seed decides everything else."""
+    """What a synthetic subject is made of; the seed decides everything else.
+
+    The fields after `phenotype` make clothed subjects photographed in a studio; their defaults
+    keep the subjects made before them (examples/subject) exactly as they were.
+    """
 
     seed: int = 0
     photos: int = 12
@@ -37,6 +52,28 @@ class SubjectSettings:
     samples: int = 48  # Cycles samples per pixel (denoised)
     texture_size: int = 1024
     phenotype: dict[str, float] | None = None  # None: drawn from the seed
+    garments: tuple[str, ...] = ()  # names from garments.GARMENTS, or ("mixed",)
+    backdrop: str = "none"  # "none": a plain grey composited; "grey" or "green": a rendered studio cyclorama
+    view_transform: str = "Standard"  # Blender's view transform for every image: "Standard" or "AgX"
+    extra_poses: tuple[str, ...] = ()  # names from EXTRA_POSES, each a held-out split
+    mask_samples: int = 16  # Cycles samples of the garment mask passes (not denoised)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.garments if name not in (*GARMENTS, MIXED)]
+        unknown += [name for name in self.extra_poses if name not in EXTRA_POSES]
+        if unknown:
+            raise ValueError(f"Unknown garments or poses: {', '.join(unknown)}.")
+        if MIXED in self.garments and len(self.garments) > 1:
+            raise ValueError("'mixed' lets the seed choose every garment: give it alone.")
+        for group in _EXCLUSIVE:
+            if sum(name in self.garments for name in group) > 1:
+                raise ValueError(f"A subject wears at most one of: {', '.join(group)}.")
+        if self.backdrop not in BACKDROPS:
+            raise ValueError(f"Unknown backdrop '{self.backdrop}'. Use one of: {', '.join(BACKDROPS)}.")
+        if self.view_transform not in VIEW_TRANSFORMS:
+            raise ValueError(
+                f"Unknown view transform '{self.view_transform}'. Use one of: {', '.join(VIEW_TRANSFORMS)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -54,6 +91,9 @@ class SyntheticSubject:
     cameras: list[tuple[str, Camera]]  # (split, camera)
     capture_lighting: Lighting
     relit_lighting: Lighting
+    garments: list[Garment] = field(default_factory=list)
+    extra_poses: dict[str, Pose] = field(default_factory=dict)  # split name -> pose
+    backdrop_colour: tuple[float, float, float] | None = None  # linear albedo of the studio backdrop
 
 
 def random_phenotype(rng: np.random.Generator) -> dict[str, float]:
@@ -125,6 +165,49 @@ def novel_pose(rig: Rig, rng: np.random.Generator) -> tuple[Pose, dict[str, floa
     return _euler_pose(rig, joints), {"jawOpen": round(float(rng.uniform(0.55, 0.65)), 3)}
 
 
+def extra_pose(rig: Rig, name: str, rng: np.random.Generator) -> Pose:
+    """A held-out pose of `EXTRA_POSES` that stresses loose clothes and hair, standing on the
+    ground: "stride" (legs apart front and back, arms swinging), "arms_up" (both arms raised
+    above the head) or "sit" (hips and knees bent as on a stool, leaning a little forward)."""
+    # Measured on the rig: -X swings a thigh forward, +X bends a knee; +X bends the spine forward.
+    if name == "stride":
+        joints = {
+            "upperleg01.L": (-28 + rng.uniform(-4, 4), 0.0, 0.0),
+            "lowerleg01.L": (8 + rng.uniform(0, 6), 0.0, 0.0),
+            "upperleg01.R": (20 + rng.uniform(-4, 4), 0.0, 0.0),
+            "lowerleg01.R": (25 + rng.uniform(-5, 5), 0.0, 0.0),
+            "upperarm01.L": (20 + rng.uniform(-5, 5), 0.0, 0.0),
+            "upperarm01.R": (-20 + rng.uniform(-5, 5), 0.0, 0.0),
+        }
+    elif name == "arms_up":
+        lift = 125 + rng.uniform(-8, 8)
+        joints = {
+            "upperarm01.L": (rng.uniform(-5, 5), 0.0, lift),
+            "upperarm01.R": (rng.uniform(-5, 5), 0.0, -lift),
+            "lowerarm01.L": (rng.uniform(0, 15), 0.0, 0.0),
+            "lowerarm01.R": (rng.uniform(0, 15), 0.0, 0.0),
+            "head": (rng.uniform(-12, -4), 0.0, 0.0),
+        }
+    elif name == "sit":
+        joints = {f"upperleg01.{side}": (-80 + rng.uniform(-5, 5), 0.0, 0.0) for side in "LR"}
+        joints |= {f"lowerleg01.{side}": (85 + rng.uniform(-5, 5), 0.0, 0.0) for side in "LR"}
+        joints["spine05"] = (rng.uniform(5, 12), 0.0, 0.0)
+    else:
+        raise ValueError(f"Unknown pose '{name}'. Use one of: {', '.join(EXTRA_POSES)}.")
+    pose = _euler_pose(rig, joints)
+    pose.translation[2] = -float(pose_vertices(rig, pose)[:, 2].min())  # the soles on the ground
+    return pose
+
+
+# Azimuth (degrees) of each extra pose's two views, the distance and the height looked at (x the
+# body's height): side views show a stride's legs apart and a sitting body's bent hips.
+_EXTRA_VIEWS = {
+    "stride": ((90.0, 30.0), 3.0, 0.5),
+    "arms_up": ((15.0, 200.0), 3.4, 0.6),
+    "sit": ((70.0, 330.0), 3.0, 0.36),
+}
+
+
 def subject_cameras(
     settings: SubjectSettings, rng: np.random.Generator, body_height: float
 ) -> list[tuple[str, Camera]]:
@@ -158,6 +241,50 @@ def subject_cameras(
         cameras.append(("novel", camera(f"novel_{index:02d}", azimuth + rng.uniform(-10, 10), 8.0, 3.0)))
     cameras.append(("relit", camera("relit_00", 25.0 + rng.uniform(-10, 10), 10.0, 3.0)))
     return cameras
+
+
+def extra_pose_cameras(
+    poses: tuple[str, ...],
+    intrinsics: np.ndarray,
+    width: int,
+    height: int,
+    body_height: float,
+    rng: np.random.Generator,
+) -> list[tuple[str, Camera]]:
+    """(split, camera) pairs: two views of each extra pose, with the subject's intrinsics."""
+    cameras = []
+    for name in poses:
+        azimuths, distance, looked_at = _EXTRA_VIEWS[name]
+        for index, azimuth in enumerate(azimuths):
+            target = np.array([0.0, 0.0, looked_at * body_height]) + [*rng.uniform(-0.03, 0.03, 2), 0.0]
+            angle = math.radians(azimuth + rng.uniform(-10, 10))
+            position = target + distance * orbit_direction(angle, math.radians(8.0))
+            camera = Camera(
+                f"{name}_{index:02d}", position, look_at(position, target), intrinsics, width, height
+            )
+            cameras.append((name, camera))
+    return cameras
+
+
+def chosen_garments(settings: SubjectSettings, rng: np.random.Generator) -> tuple[str, ...]:
+    """The garments the subject wears: the settings', or drawn from the seed for ("mixed",)."""
+    if MIXED not in settings.garments:
+        return settings.garments
+    lower = ("skirt", "dress", "trousers", "coat")[int(rng.integers(4))]
+    names = [lower] + (["trousers"] if lower == "coat" and rng.random() < 0.5 else [])
+    hair = ("ponytail", "long_hair", None)[int(rng.integers(3))]
+    names += [hair] if hair else []
+    names += ["glasses"] if rng.random() < 0.35 else []
+    names += ["shoes"] if rng.random() < 0.6 else []
+    return tuple(names)
+
+
+def backdrop_colour(backdrop: str, rng: np.random.Generator) -> tuple[float, float, float] | None:
+    """Linear albedo of the studio backdrop: a light grey paper or a chroma-key green."""
+    if backdrop == "none":
+        return None
+    base = np.array([0.55, 0.55, 0.55]) if backdrop == "grey" else np.array([0.04, 0.42, 0.07])
+    return tuple(float(value) for value in base * rng.uniform(0.92, 1.05))
 
 
 def _travel_direction(azimuth_deg: float, elevation_deg: float) -> tuple[float, float, float]:
@@ -207,15 +334,27 @@ def draw_subject(settings: SubjectSettings, log: Callable[[str], None] = print) 
     from ..bodies.anny_body import anny_rig
 
     rng = np.random.default_rng(settings.seed)
+    # Clothes, extra poses and the studio come from a stream of their own: a subject without
+    # them draws exactly what it drew before they existed.
+    studio = np.random.default_rng([settings.seed, 1])
     phenotype = random_phenotype(rng) if settings.phenotype is None else settings.phenotype
     log(f"subject seed {settings.seed}: body {phenotype}")
     rig = anny_rig(phenotype)
     capture = capture_pose(rig, rng)
     novel, novel_expressions = novel_pose(rig, rng)
     outfit = outfit_description(rng)
+    names = chosen_garments(settings, studio)
+    if names:
+        outfit = outfit_for_garments(rig, outfit, names, studio)
     texture, _ = bake_outfit_texture(rig, outfit, settings.texture_size, rng)
-    cameras = subject_cameras(settings, rng, body_height=float(np.ptp(rig.vertices[:, 2])))
+    body_height = float(np.ptp(rig.vertices[:, 2]))
+    cameras = subject_cameras(settings, rng, body_height=body_height)
     capture_light, relit_light = capture_lighting(rng), relit_lighting(rng)
+    garments = make_garments(rig, outfit, names, studio)
+    poses = tuple(name for name in EXTRA_POSES if name in settings.extra_poses)
+    extra = {name: extra_pose(rig, name, studio) for name in poses}
+    intrinsics = cameras[0][1].intrinsics
+    cameras += extra_pose_cameras(poses, intrinsics, settings.width, settings.height, body_height, studio)
     return SyntheticSubject(
         settings=settings,
         phenotype=phenotype,
@@ -228,4 +367,7 @@ def draw_subject(settings: SubjectSettings, log: Callable[[str], None] = print) 
         cameras=cameras,
         capture_lighting=capture_light,
         relit_lighting=relit_light,
+        garments=garments,
+        extra_poses=extra,
+        backdrop_colour=backdrop_colour(settings.backdrop, studio),
     )
