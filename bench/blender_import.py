@@ -1,10 +1,13 @@
-"""Importing a 200k-Gaussian .lca avatar vs Blender's own .ply importer on the same splats, in one process.
+"""Importing a .lca avatar vs Blender's own .ply importer on the same splats, on each Blender.
 
-Run with Blender's Python module: `.venv-blender/bin/python bench/blender_import.py`. The avatar
-comes from the engine (`.venv/bin/python -m lca_blender.cli new`); its rest splats are written as
-a 3DGS .ply by the core writer. Ours builds the armature, the body (vertex groups, 52 shape keys)
-and the splats mesh with every attribute, then poses the first preview; Blender's
-`wm.ply_import` only reads the points. Prints JSON; the target ratio is at most 1.0.
+Run with any Python: `python3 bench/blender_import.py` runs the benchmark in every Blender set up
+here (`.venv-blender`: Blender 4.5 LTS; `.venv-blender53`: Blender 5.3), each in its own process,
+at each size of `--gaussians` (200k and 1M by default), and prints one JSON document with every
+run. The avatar comes from the engine (`.venv/bin/python -m lca_blender.cli new`); its rest splats
+are written as a 3DGS .ply by the core writer. Ours builds the armature, the body (vertex groups,
+52 shape keys) and the splats mesh with every attribute, then poses the first preview (on 5.3 it
+adds the native splats' modifier instead); Blender's `wm.ply_import` only reads the points. The
+target is at most 2x Blender's importer (1x was retired: the floor below is already 1.6x).
 
 A second series of our imports times each part (reading the file, binding, each Blender object,
 the first pose), so that what the import spends its time on is in the output too. A third, the
@@ -72,7 +75,8 @@ def _load_add_on():
 
 
 def _clear(bpy) -> None:
-    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.collections):
+    data = bpy.data
+    for collection in (data.objects, data.meshes, data.pointclouds, data.armatures, data.collections):
         for block in list(collection):
             collection.remove(block)
 
@@ -96,6 +100,7 @@ PARTS = (
     ("operators.import_export", "_build_body"),
     ("operators.import_export", "_build_splats"),
     ("viewport.posing", "bind_splats"),
+    ("viewport.native_splats", "add_native_splats"),
     ("viewport.posing", "update_previews"),
 )
 
@@ -154,12 +159,38 @@ def _floor(bpy, avatar_path: Path, repeats: int) -> list[float]:
         blender_data.splat_attributes = splat_attributes
 
 
+BLENDER_VENVS = (".venv-blender", ".venv-blender53")
+TARGET_RATIO_AT_MOST = 2.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gaussians", type=int, default=200_000)
+    parser.add_argument("--gaussians", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--in-blender", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_blender:
+        _run_in_blender(args.gaussians[0], args.repeats)
+        return
+    runs = []
+    for venv in BLENDER_VENVS:
+        python = REPO_ROOT / venv / "bin" / "python"
+        if not python.exists():
+            runs.append({"blender_venv": venv, "skipped": "not set up (scripts/test.sh makes it)"})
+            continue
+        for gaussians in args.gaussians:
+            result = subprocess.run(
+                [str(python), __file__, "--in-blender", "--gaussians", str(gaussians), "--repeats",
+                 str(args.repeats)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            # Blender may print lines of its own first: the JSON is the last line.
+            runs.append({"blender_venv": venv, **json.loads(result.stdout.strip().splitlines()[-1])})
+    print(json.dumps({"benchmark": "blender_import", "runs": runs}, indent=2))
 
+
+def _run_in_blender(gaussians: int, repeats: int) -> None:
+    """One run in this process's Blender; prints its JSON."""
     _sandbox_home()
     import bpy
 
@@ -167,7 +198,7 @@ def main() -> None:
     avatar_path = work / "bench.lca"
     subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "lca_blender.cli", "--progress", "none", "new",
-         "-o", str(avatar_path), "--gaussians", str(args.gaussians)],
+         "-o", str(avatar_path), "--gaussians", str(gaussians)],
         cwd=REPO_ROOT, check=True, capture_output=True,
     )  # fmt: skip
 
@@ -184,13 +215,13 @@ def main() -> None:
         def import_ours():
             bpy.ops.lca.import_avatar(filepath=str(avatar_path))
 
-        ours = _best_of(bpy, args.repeats, import_ours)
+        ours = _best_of(bpy, repeats, import_ours)
         parts: dict[str, list[float]] = {}
         with _timed_parts(parts):
-            _best_of(bpy, args.repeats, import_ours)
-        floor = _floor(bpy, avatar_path, args.repeats)
+            _best_of(bpy, repeats, import_ours)
+        floor = _floor(bpy, avatar_path, repeats)
         with _quiet_stdout():  # Blender's importer prints a line per run; stdout is for the JSON
-            theirs = _best_of(bpy, args.repeats, lambda: bpy.ops.wm.ply_import(filepath=str(ply_path)))
+            theirs = _best_of(bpy, repeats, lambda: bpy.ops.wm.ply_import(filepath=str(ply_path)))
     finally:
         add_on.unregister()
 
@@ -199,13 +230,12 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "blender_import",
-                "gaussians": args.gaussians,
+                "gaussians": gaussians,
                 "blender": bpy.app.version_string,
                 "ours_import_s": round(ours_s, 4),
                 "blender_ply_import_s": round(theirs_s, 4),
                 "ratio": round(ours_s / theirs_s, 3),
-                "target_ratio_at_most": 1.0,
+                "target_ratio_at_most": TARGET_RATIO_AT_MOST,
                 "floor_s": round(statistics.median(floor), 4),
                 "floor_ratio": round(statistics.median(floor) / theirs_s, 3),
                 "ours_parts_ms": {name: round(1000 * s, 1) for name, s in part_medians.items()},
@@ -213,7 +243,6 @@ def main() -> None:
                 "ours_all_s": [round(s, 4) for s in ours],
                 "theirs_all_s": [round(s, 4) for s in theirs],
             },
-            indent=2,
         )
     )
     sys.stdout.flush()

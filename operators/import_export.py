@@ -1,4 +1,5 @@
-"""Import .lca avatars as an armature, a body mesh and a splats mesh; export the posed splats as .ply."""
+"""Import .lca avatars as an armature, a body mesh and a splats mesh; export the posed splats as .ply;
+import static splat .ply files through Blender's own importer (5.3+)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from ..viewport import posing, state
+from ..viewport import native_splats, posing, state
 from .animation import avatar_splats
 
 
@@ -48,6 +49,10 @@ def create_avatar_objects(context: bpy.types.Context, filepath: str) -> Imported
         obj.lca.avatar_name = name
         obj.lca.source_path = str(filepath)
     splats.lca.is_splats = True
+    if native_splats.has_native_splats():
+        native_splats.add_native_splats(splats, body, avatar)
+        # Blender draws and renders the posed splats itself; the draw handler would draw them twice.
+        splats.lca.preview = False
     collection.objects.link(body)
     collection.objects.link(splats)
     body.hide_set(True)  # needs the view layer: hidden once linked
@@ -112,12 +117,16 @@ def _build_body(context: bpy.types.Context, name: str, rig_data, rig: bpy.types.
     _add_vertex_groups(context, body, rig_data.joint_names, joint_weights(rig_data))
     modifier = body.modifiers.new("Armature", "ARMATURE")
     modifier.object = rig
-    body.shape_key_add(name="Basis", from_mix=False)
+    # Every key's value is set: Blender 5.3 gives a new key 1.0 (4.5 gave 0.0), which would put
+    # all 52 expressions at full strength.
+    body.shape_key_add(name="Basis", from_mix=False).value = 0.0
     for expression, coordinates in zip(
         rig_data.expression_names, shape_key_coordinates(rig_data), strict=True
     ):
+        key = body.shape_key_add(name=expression, from_mix=False)
+        key.value = 0.0
         # `points` is the shape key's raw coordinate array (Blender 4.1+): 50x faster than `data`.
-        body.shape_key_add(name=expression, from_mix=False).points.foreach_set("co", coordinates)
+        key.points.foreach_set("co", coordinates)
     # The splats are the avatar's look; the body is their cage: out of renders, and a wireframe
     # once the artist unhides it.
     body.hide_render = True
@@ -264,15 +273,61 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+class LCA_OT_import_splats_ply(bpy.types.Operator, ImportHelper):
+    """Import a static 3D Gaussian splat .ply (3DGS, SuperSplat, gsplat, a posed LCA export) as a
+    native splat object through Blender's own importer (Blender 5.3 or newer)"""
+
+    bl_idname = "lca.import_splats_ply"
+    bl_label = "Import Gaussian Splats (.ply)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".ply"
+    filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        # Before 5.3 Blender has no splat primitive and its PLY importer makes a plain mesh.
+        if not native_splats.has_native_splats():
+            cls.poll_message_set("Blender 5.3 or newer reads Gaussian splats; import .lca avatars here")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        before = set(bpy.data.objects)
+        try:
+            bpy.ops.wm.ply_import(filepath=self.filepath)
+        except RuntimeError as error:  # Blender's importer reports an unreadable file this way
+            self.report({"ERROR"}, f"Cannot read '{self.filepath}': {str(error).strip()}")
+            return {"CANCELLED"}
+        made = [obj for obj in bpy.data.objects if obj not in before]
+        if not any(obj.type == "POINTCLOUD" and obj.data.type == "GAUSSIAN_SPLAT" for obj in made):
+            for obj in made:
+                bpy.data.objects.remove(obj)
+            self.report(
+                {"ERROR"},
+                f"'{self.filepath}' holds no Gaussian splats (no 3DGS properties such as f_dc_0, "
+                "opacity, scale_0, rot_0); import meshes with File > Import > Stanford PLY",
+            )
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 def _import_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:
     menu.layout.operator(LCA_OT_import_avatar.bl_idname, text="LCA Avatar (.lca)")
+    if native_splats.has_native_splats():
+        menu.layout.operator(LCA_OT_import_splats_ply.bl_idname, text="Gaussian Splats (.ply)")
 
 
 def _export_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:
     menu.layout.operator(LCA_OT_export_posed_ply.bl_idname, text="LCA Posed Splats (.ply)")
 
 
-classes: tuple[type, ...] = (LCA_OT_import_avatar, LCA_FH_avatar, LCA_OT_export_posed_ply)
+classes: tuple[type, ...] = (
+    LCA_OT_import_avatar,
+    LCA_FH_avatar,
+    LCA_OT_export_posed_ply,
+    LCA_OT_import_splats_ply,
+)
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
 
 

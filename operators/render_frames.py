@@ -1,7 +1,8 @@
 """Final frames with the splats: each frame rendered by Blender, the splats drawn offscreen over it.
 
-How splats reach final renders. Blender's renderers (Cycles, EEVEE, Workbench) do not see the
-splats: a viewport draw handler never runs during F12, and Blender before 5.3 has no Gaussian
+How splats reach final renders before Blender 5.3 (from 5.3 Blender renders them itself, see
+`viewport/native_splats.py`). Blender's renderers (Cycles, EEVEE, Workbench) do not see the
+draw handler's splats: it never runs during F12, and Blender before 5.3 has no Gaussian
 primitive. `lca.render_frames` renders the active camera's frame range itself. For every frame it
   1. sets the frame (`scene.frame_set`), so the posing handlers pose the splats as in the viewport;
   2. renders the scene with the scene's engine and settings (`bpy.ops.render.render`) and reads the
@@ -15,7 +16,8 @@ primitive. `lca.render_frames` renders the active camera's frame range itself. F
      both; use the "Standard" view transform to keep the captured colours as photographed);
   5. writes to a temporary name and renames it, so an interrupted run leaves no partial file.
 Relit splats use the scene's lights and world colour (no shadows); captured splats use their
-colours as photographed. Hidden-in-render splats objects and objects whose preview is off are skipped.
+colours as photographed. Hidden-in-render splats objects, objects whose preview is off and objects
+that Blender 5.3+ renders natively (`viewport/native_splats.py`) are skipped.
 
 What stops a run: the artist cancelling Blender's render (Esc, or Ctrl+C in Blender's console:
 `render.render` then returns normally with a partial image, and only the `render_cancel` handlers
@@ -35,6 +37,7 @@ import numpy as np
 
 from ..lca_blender.errors import AvatarError, AvatarWriteError
 from ..viewport import state
+from ..viewport.native_splats import renders_natively
 
 
 class RenderCancelled(Exception):
@@ -90,10 +93,11 @@ def render_frame(scene: bpy.types.Scene, frame: int, path: Path) -> None:
     from ..viewport.draw import draw_offscreen, object_settings, scene_lighting
 
     scene.frame_set(frame)
+    # Splats that Blender 5.3+ renders itself are in the render already.
     previews = {
         name: preview
         for name, preview in state.previews().items()
-        if (obj := scene.objects.get(name)) is None or not obj.hide_render
+        if (obj := scene.objects.get(name)) is None or not (obj.hide_render or renders_natively(obj))
     }
     for name in previews:
         # The preview still holds the last pose that worked: a frame drawn from it would be wrong.

@@ -8,6 +8,15 @@ LOOK_ITEMS = (
 )
 
 
+def _preview_switched(settings: bpy.types.PropertyGroup, context: bpy.types.Context) -> None:
+    # Pose (or drop) the preview at once rather than at the next frame change.
+    from ..viewport.posing import update_previews
+
+    splats = settings.id_data
+    if settings.is_splats and context.scene is not None and splats.name in context.scene.objects:
+        update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
+
+
 class LCA_PG_object(bpy.types.PropertyGroup):
     """Per-object settings. On `<name>_splats` meshes: the preview; on rigs and bodies: the avatar."""
 
@@ -15,7 +24,11 @@ class LCA_PG_object(bpy.types.PropertyGroup):
     avatar_name: bpy.props.StringProperty(name="Avatar", description="The avatar this object belongs to")
     source_path: bpy.props.StringProperty(name="Source", subtype="FILE_PATH", description="The .lca file")
     preview: bpy.props.BoolProperty(
-        name="Preview", description="Draw the splats in the viewport", default=True
+        name="Preview",
+        description="Draw the splats in the viewport with the add-on's shader (off where Blender 5.3+ "
+        "draws and renders them natively)",
+        default=True,
+        update=_preview_switched,
     )
     look: bpy.props.EnumProperty(name="Look", items=LOOK_ITEMS, default="CAPTURED")
     splat_scale: bpy.props.FloatProperty(

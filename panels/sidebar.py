@@ -7,6 +7,7 @@ import textwrap
 import bpy
 
 from ..operators.animation import avatar_armature, avatar_body, avatar_splats, expression_keys
+from ..viewport.native_splats import renders_natively
 from ..viewport.state import posing_error
 
 # ARKit blendshape names grouped by their prefixes, in the order a face is read.
@@ -85,6 +86,8 @@ class LCA_PT_avatar(_SidebarPanel, bpy.types.Panel):
             return
         settings = splats.lca
         box = layout.box()
+        if renders_natively(splats):
+            box.label(text="Blender draws and renders these splats", icon="SHADING_RENDERED")
         box.prop(settings, "preview", text=f"Preview {settings.avatar_name or splats.name}")
         column = box.column()
         column.active = settings.preview

@@ -86,13 +86,20 @@ def world_ambient(world: bpy.types.World | None) -> tuple[tuple[float, float, fl
     """The world's uniform colour and strength: its Background node's, else its viewport colour."""
     if world is None:
         return (0.0, 0.0, 0.0), 0.0
-    if world.use_nodes and world.node_tree is not None:
+    if _world_uses_nodes(world):
         for node in world.node_tree.nodes:
             if node.type == "BACKGROUND":
                 return tuple(node.inputs["Color"].default_value)[:3], float(
                     node.inputs["Strength"].default_value
                 )
     return tuple(world.color), 1.0
+
+
+def _world_uses_nodes(world: bpy.types.World) -> bool:
+    # Blender 5.0 renders every world with its nodes and deprecates `use_nodes` (gone in 6.0).
+    if bpy.app.version >= (5, 0, 0):
+        return world.node_tree is not None
+    return world.use_nodes and world.node_tree is not None
 
 
 class _GpuSplats:

@@ -1,20 +1,26 @@
 """Headless Blender (the `bpy` module) for tests: a sandboxed home, the installed extension, a clean exit.
 
-These tests run in their own environment (`scripts/setup_blender_env.sh` makes `.venv-blender`);
+These tests run in Blender's own environments (`scripts/setup_blender_env.sh` makes `.venv-blender`,
+Blender 4.5 LTS; `scripts/setup_blender53_env.sh` makes `.venv-blender53`, Blender 5.3);
 anywhere `bpy` cannot be imported the whole folder is skipped.
 """
 
+from __future__ import annotations
+
+import importlib
 import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -142,17 +148,24 @@ def valid_tags_file() -> Path:
 
 
 @pytest.fixture(scope="session")
-def extension_zip(
-    blender_ext: Callable[..., subprocess.CompletedProcess[str]],
-    valid_tags_file: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    """The extension package, built from the checkout by Blender's tool as a release would be."""
-    output = tmp_path_factory.mktemp("extension-build") / f"{EXTENSION_ID}.zip"
-    result = blender_ext(
-        "build", f"--source-dir={REPO_ROOT}", f"--output-filepath={output}", f"--valid-tags={valid_tags_file}"
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The extension package as the README's `bash scripts/package.sh` makes it: scripts/package.py
+    run with this bpy (its own extension tool validates the checkout, builds, validates the zip),
+    into a folder of the session instead of dist/."""
+    output_dir = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "package.py"), f"--output-dir={output_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
-    assert result.returncode == 0, f"extension build failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"scripts/package.py failed:\n{result.stdout}\n{result.stderr}"
+    with (REPO_ROOT / "blender_manifest.toml").open("rb") as file:
+        version = tomllib.load(file)["version"]
+    output = Path(result.stdout.strip().splitlines()[-1])
+    assert output == output_dir / f"{EXTENSION_ID}-{version}.zip"
+    assert "Install from Disk" in result.stderr
     with zipfile.ZipFile(output) as archive:
         assert archive.testzip() is None
     return output
@@ -220,3 +233,71 @@ def enabled_extension(installed_extension: InstalledExtension) -> Iterator[Modul
         yield root
     finally:
         installed_extension.disable()
+
+
+@pytest.fixture
+def core(enabled_extension: ModuleType) -> Iterator[ModuleType]:
+    """The add-on's own copy of the core (`bl_ext.<repo>.lca_avatars.lca_blender`); every object,
+    mesh, armature and action is removed after the test."""
+    yield importlib.import_module(f"{enabled_extension.__name__}.lca_blender")
+    remove_all_data()
+
+
+def core_module(core: ModuleType, name: str) -> ModuleType:
+    """A module of the add-on's core, `name` relative to it (e.g. "maths.deform")."""
+    return importlib.import_module(f"{core.__name__}.{name}")
+
+
+def remove_all_data() -> None:
+    for collection in (
+        bpy.data.objects,
+        bpy.data.meshes,
+        bpy.data.armatures,
+        bpy.data.actions,
+        bpy.data.node_groups,
+    ):
+        for block in list(collection):
+            collection.remove(block)
+    for collection in list(bpy.data.collections):
+        bpy.data.collections.remove(collection)
+
+
+def blender_pose(core: ModuleType, rig_object: bpy.types.Object, rig) -> object:
+    """The core Pose equal to the armature's current pose-bone rotations."""
+    rotations = np.array(
+        [rig_object.pose.bones[name].rotation_quaternion[:] for name in rig.joint_names], np.float32
+    )
+    # Blender interpolates keyed quaternions component-wise and normalises them when posing.
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    return core_module(core, "avatar").Pose(rotations=rotations, translation=np.zeros(3, np.float32))
+
+
+class PanelLabels:
+    """A stand-in layout for a panel's draw(): keeps its labels (text, icon), ignores the rest."""
+
+    def __init__(self) -> None:
+        self.labels: list[tuple[str, str]] = []
+        self.alert = self.active = False
+
+    def label(self, text: str = "", icon: str = "NONE", **settings) -> None:
+        self.labels.append((text, icon))
+
+    def column(self, **settings) -> PanelLabels:
+        return self
+
+    row = box = column
+
+    def operator(self, *arguments, **settings) -> SimpleNamespace:
+        return SimpleNamespace()
+
+    def prop(self, *arguments, **settings) -> None:
+        pass
+
+
+def sidebar_labels(enabled_extension: ModuleType, active: bpy.types.Object) -> list[tuple[str, str]]:
+    """The labels (text, icon) the LCA sidebar panel shows with `active` as the active object."""
+    sidebar = importlib.import_module(f"{enabled_extension.__name__}.panels.sidebar")
+    layout = PanelLabels()
+    context = SimpleNamespace(scene=bpy.context.scene, active_object=active)
+    sidebar.LCA_PT_avatar.draw(SimpleNamespace(layout=layout), context)
+    return layout.labels

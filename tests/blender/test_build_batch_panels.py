@@ -620,7 +620,7 @@ def face_avatar(hand_rig: bpy.types.Object, ext) -> SimpleNamespace:
     body = bpy.data.objects.new("face_body", mesh)
     body.parent = hand_rig
     body.modifiers.new("Armature", "ARMATURE").object = hand_rig
-    body.shape_key_add(name="Basis")
+    body.shape_key_add(name="Basis").value = 0.0  # as an import sets it (Blender 5.3 would give 1.0)
     for name in names:
         body.shape_key_add(name=name).value = 0.5
     splats = bpy.data.objects.new("face_splats", bpy.data.meshes.new("splats"))

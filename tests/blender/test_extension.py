@@ -64,6 +64,16 @@ def test_manifest_required_fields(manifest: dict) -> None:
     _assert_terse(manifest["tagline"], "tagline")
 
 
+def test_manifest_names_this_blender_as_tested() -> None:
+    # scripts/test.sh runs this suite on each Blender the manifest says it is tested on.
+    text = MANIFEST_PATH.read_text(encoding="utf-8")
+    tested = re.search(r"^# Tested on Blender (.+)$", text, re.MULTILINE)
+    major, minor = bpy.app.version[:2]
+    assert tested is not None and re.search(rf"\b{major}\.{minor}\b", tested.group(1)), (
+        f"blender_manifest.toml's 'Tested on' line does not name Blender {major}.{minor}"
+    )
+
+
 def test_manifest_permissions_and_tags(manifest: dict, valid_tags_file: Path) -> None:
     permissions = manifest["permissions"]
     assert set(permissions) <= {"files", "network", "clipboard", "camera", "microphone"}
@@ -101,7 +111,10 @@ def test_package_holds_the_add_on_and_nothing_else(extension_zip: Path) -> None:
         assert required in names
     for sub_package in SUB_PACKAGES:
         assert f"{sub_package}/__init__.py" in names
-    left_out = (".venv", ".git/", ".cache/", "tests/", "bench/", "scripts/", "build/", "pyproject.toml")
+    left_out = (
+        ".venv", ".git/", ".cache/", "tests/", "bench/", "scripts/", "build/", "dist/", "examples/",
+        "pyproject.toml",
+    )  # fmt: skip
     stray = [
         name
         for name in names

@@ -8,53 +8,30 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import bpy
 import numpy as np
 import pytest
-from conftest import GAUSSIAN_COUNT
+from conftest import GAUSSIAN_COUNT, blender_pose, core_module, remove_all_data, sidebar_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINGER = "finger2-1.L"  # the left index finger's first phalanx (MakeHuman's names)
 
 
-@pytest.fixture
-def core(enabled_extension: ModuleType) -> Iterator[ModuleType]:
-    """The add-on's own copy of the core (`bl_ext.<repo>.lca_avatars.lca_blender`)."""
-    yield importlib.import_module(f"{enabled_extension.__name__}.lca_blender")
-    _remove_all_data()
-
-
-def _module(core: ModuleType, name: str) -> ModuleType:
-    return importlib.import_module(f"{core.__name__}.{name}")
-
-
-def _remove_all_data() -> None:
-    for collection in (
-        bpy.data.objects,
-        bpy.data.meshes,
-        bpy.data.armatures,
-        bpy.data.actions,
-        bpy.data.shape_keys,
-    ):
-        for block in list(collection):
-            if collection is not bpy.data.shape_keys:
-                collection.remove(block)
-    for collection in list(bpy.data.collections):
-        bpy.data.collections.remove(collection)
-
-
 def _import(path: Path) -> tuple[bpy.types.Object, bpy.types.Object, bpy.types.Object]:
+    """Import `path` as the draw handler shows it. Blender 5.3+ draws and renders the imported splats
+    natively (test_native_splats.py); here their modifier goes and the preview is switched on, as
+    in a .blend made before 5.3, so these tests cover the draw handler's path on every Blender."""
     assert bpy.ops.lca.import_avatar(filepath=str(path)) == {"FINISHED"}
     name = path.stem
-    return (
-        bpy.data.objects[f"{name}_rig"],
-        bpy.data.objects[f"{name}_body"],
-        bpy.data.objects[f"{name}_splats"],
-    )
+    splats = bpy.data.objects[f"{name}_splats"]
+    native = splats.modifiers.get("LCA Native Splats")
+    if native is not None:
+        splats.modifiers.remove(native)
+    splats.lca.preview = True
+    return bpy.data.objects[f"{name}_rig"], bpy.data.objects[f"{name}_body"], splats
 
 
 def _preview(splats: bpy.types.Object, enabled_extension: ModuleType):
@@ -64,19 +41,8 @@ def _preview(splats: bpy.types.Object, enabled_extension: ModuleType):
     return preview
 
 
-def _blender_pose(core: ModuleType, rig_object: bpy.types.Object, rig) -> object:
-    """The core Pose equal to the armature's current pose-bone rotations."""
-    avatar_module = _module(core, "avatar")
-    rotations = np.array(
-        [rig_object.pose.bones[name].rotation_quaternion[:] for name in rig.joint_names], np.float32
-    )
-    # Blender interpolates keyed quaternions component-wise and normalises them when posing.
-    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
-    return avatar_module.Pose(rotations=rotations, translation=np.zeros(3, np.float32))
-
-
 def _expected_means(core, avatar, pose, expressions, matrix_world) -> np.ndarray:
-    splats = _module(core, "maths.deform").pose_avatar(avatar, pose, expressions)
+    splats = core_module(core, "maths.deform").pose_avatar(avatar, pose, expressions)
     matrix = np.array(matrix_world, np.float64)
     return (splats.means @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.float32)
 
@@ -89,7 +55,7 @@ def _bound_to(avatar, vertex_mask: np.ndarray) -> np.ndarray:
 def test_import_makes_rig_body_and_splats(
     enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
 ) -> None:
-    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    avatar = core_module(core, "formats.lca").read_avatar(sample_lca)
     rig_data = avatar.rig
     rig, body, splats = _import(sample_lca)
 
@@ -113,10 +79,11 @@ def test_import_makes_rig_body_and_splats(
         rig_data.joint_names.index(p.name) if p else -1 for p in parents
     ] == rig_data.joint_parents.tolist()
 
-    arkit = list(_module(core, "avatar").ARKIT_EXPRESSIONS)
+    arkit = list(core_module(core, "avatar").ARKIT_EXPRESSIONS)
     keys = body.data.shape_keys.key_blocks
     assert [key.name for key in keys][1:] == rig_data.expression_names
     assert sorted(key.name for key in keys[1:]) == sorted(arkit) and len(keys) == 53
+    assert [key.value for key in keys] == [0.0] * 53  # a neutral face (Blender 5.3 gives new keys 1.0)
     assert body.parent == rig and body.hide_render and body.display_type == "WIRE"
     assert [m.type for m in body.modifiers] == ["ARMATURE"] and body.modifiers[0].object == rig
     assert len(body.data.vertices) == rig_data.vertex_count and len(body.data.polygons) == len(
@@ -139,7 +106,7 @@ def test_import_makes_rig_body_and_splats(
     )
     assert mesh.validate() is False  # False: nothing needed fixing
     assert [group.name for group in body.vertex_groups] == rig_data.joint_names
-    weights = _module(core, "addon.blender_data").joint_weights(rig_data)
+    weights = core_module(core, "addon.blender_data").joint_weights(rig_data)
     for vertex in (0, 5000, rig_data.vertex_count - 1):
         found = {body.vertex_groups[g.group].name: g.weight for g in body.data.vertices[vertex].groups}
         expected = {rig_data.joint_names[j]: w for j, w in enumerate(weights[:, vertex]) if w > 0}
@@ -152,7 +119,7 @@ def test_import_makes_rig_body_and_splats(
         splats.data.attributes.keys()
     )
     preview = _preview(splats, enabled_extension)
-    at_rest = _module(core, "maths.deform").pose_avatar(avatar).means
+    at_rest = core_module(core, "maths.deform").pose_avatar(avatar).means
     np.testing.assert_allclose(preview.means, at_rest, atol=1e-5)
 
 
@@ -167,7 +134,7 @@ def test_bad_file_is_reported(core: ModuleType, tmp_path: Path) -> None:
 def test_posing_the_armature_and_shape_keys_moves_the_splats_as_the_core(
     enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
 ) -> None:
-    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    avatar = core_module(core, "formats.lca").read_avatar(sample_lca)
     rig_data = avatar.rig
     rig, body, splats = _import(sample_lca)
     rest_means = _preview(splats, enabled_extension).means.copy()
@@ -184,7 +151,7 @@ def test_posing_the_armature_and_shape_keys_moves_the_splats_as_the_core(
     scene.frame_set(1)
     posed = _preview(splats, enabled_extension).means
 
-    pose = _blender_pose(core, rig, rig_data)
+    pose = blender_pose(core, rig, rig_data)
     expected = _expected_means(core, avatar, pose, {"jawOpen": 1.0}, rig.matrix_world)
     np.testing.assert_allclose(posed, expected, atol=1e-4)
 
@@ -233,7 +200,7 @@ def test_updates_that_leave_the_body_as_it_was_do_not_re_pose(
 def test_keyframes_animate_the_splats(
     enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
 ) -> None:
-    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    avatar = core_module(core, "formats.lca").read_avatar(sample_lca)
     rig, body, splats = _import(sample_lca)
     finger = rig.pose.bones[FINGER]
     finger.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
@@ -251,7 +218,7 @@ def test_keyframes_animate_the_splats(
     for frame in (1, 10, 5):
         scene.frame_set(frame)
         means[frame] = _preview(splats, enabled_extension).means.copy()
-        pose = _blender_pose(core, rig, avatar.rig)
+        pose = blender_pose(core, rig, avatar.rig)
         expected = _expected_means(core, avatar, pose, {"jawOpen": jaw.value}, rig.matrix_world)
         np.testing.assert_allclose(means[frame], expected, atol=1e-4, err_msg=f"frame {frame}")
     assert 0.0 < jaw.value < 1.0 and 0.0 < finger.rotation_quaternion[1] < np.sin(0.6)
@@ -310,46 +277,16 @@ def test_depsgraph_update_reposes_and_settings_apply(
     assert state.get_preview(splats.name) is None
 
 
-class _PanelLabels:
-    """A stand-in layout for a panel's draw(): keeps its labels (text, icon), ignores the rest."""
-
-    def __init__(self) -> None:
-        self.labels: list[tuple[str, str]] = []
-        self.alert = self.active = False
-
-    def label(self, text: str = "", icon: str = "NONE", **settings) -> None:
-        self.labels.append((text, icon))
-
-    def column(self, **settings) -> _PanelLabels:
-        return self
-
-    row = box = column
-
-    def operator(self, *arguments, **settings) -> SimpleNamespace:
-        return SimpleNamespace()
-
-    def prop(self, *arguments, **settings) -> None:
-        pass
-
-
-def _sidebar_labels(enabled_extension: ModuleType, active: bpy.types.Object) -> list[tuple[str, str]]:
-    sidebar = importlib.import_module(f"{enabled_extension.__name__}.panels.sidebar")
-    layout = _PanelLabels()
-    context = SimpleNamespace(scene=bpy.context.scene, active_object=active)
-    sidebar.LCA_PT_avatar.draw(SimpleNamespace(layout=layout), context)
-    return layout.labels
-
-
 def test_a_posing_failure_shows_in_the_sidebar_until_posing_works_again(
     enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
 ) -> None:
-    avatar = _module(core, "formats.lca").read_avatar(sample_lca)
+    avatar = core_module(core, "formats.lca").read_avatar(sample_lca)
     rig, body, splats = _import(sample_lca)
     state = importlib.import_module(f"{enabled_extension.__name__}.viewport.state")
     scene = bpy.context.scene
     posed = _preview(splats, enabled_extension)
     assert state.posing_error(splats.name) is None
-    assert not [icon for _, icon in _sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
+    assert not [icon for _, icon in sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
 
     # A Subdivision modifier gives the body more vertices than the splats are bound to.
     subdivision = body.modifiers.new("Subdivision", "SUBSURF")
@@ -358,7 +295,7 @@ def test_a_posing_failure_shows_in_the_sidebar_until_posing_works_again(
     message = state.posing_error(splats.name)
     assert message is not None and f"'{body.name}' has" in message and "subdivision" in message
     assert _preview(splats, enabled_extension) is posed  # the last pose that worked stays drawn
-    labels = _sidebar_labels(enabled_extension, rig)
+    labels = sidebar_labels(enabled_extension, rig)
     errors = [index for index, (_, icon) in enumerate(labels) if icon == "ERROR"]
     assert len(errors) == 1, labels
     shown = " ".join(text for text, _ in labels[errors[0] + 1 :])
@@ -367,8 +304,8 @@ def test_a_posing_failure_shows_in_the_sidebar_until_posing_works_again(
     body.modifiers.remove(subdivision)
     scene.frame_set(3)
     assert state.posing_error(splats.name) is None
-    assert not [icon for _, icon in _sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
-    expected = _expected_means(core, avatar, _blender_pose(core, rig, avatar.rig), {}, rig.matrix_world)
+    assert not [icon for _, icon in sidebar_labels(enabled_extension, rig) if icon == "ERROR"]
+    expected = _expected_means(core, avatar, blender_pose(core, rig, avatar.rig), {}, rig.matrix_world)
     np.testing.assert_allclose(_preview(splats, enabled_extension).means, expected, atol=1e-4)
 
     # Splats that lost their body (deleted, or unparented) say so too.
@@ -406,7 +343,7 @@ def test_export_writes_the_posed_splats(
     bpy.context.scene.frame_set(2)
     output = tmp_path / "posed.ply"
     assert bpy.ops.lca.export_posed_ply(filepath=str(output)) == {"FINISHED"}
-    written = _module(core, "formats.ply").read_ply(output)
+    written = core_module(core, "formats.ply").read_ply(output)
     preview = _preview(splats, enabled_extension)
     np.testing.assert_allclose(written.means, preview.means, atol=1e-6)
     np.testing.assert_allclose(written.scales, 1.5 * preview.scales, rtol=1e-5)
@@ -423,7 +360,7 @@ def test_disabling_after_use_leaves_nothing_behind(installed_extension, sample_l
         assert state.previews() and posing._BOUND
     finally:
         installed_extension.disable()
-        _remove_all_data()
+        remove_all_data()
     assert not state.previews() and not posing._BOUND
     module = installed_extension.module
     for name in ("frame_change_post", "depsgraph_update_post", "load_post"):
