@@ -253,6 +253,12 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         help="where finished stages are kept for resuming (default: the user cache folder)",
     )
     build.add_argument("--no-cache", action="store_true", help="keep no stage results (no resuming)")
+    build.add_argument(
+        "--matte",
+        action="store_true",
+        help="refine the person's matte at its edges and take the backdrop's colour out of the person "
+        "(green screens, busy backdrops)",
+    )
     build.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     build.add_argument(
         "--stop-after",
@@ -489,6 +495,7 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
         seed=args.seed,
         stop_after=args.stop_after,
         body_model=body_model,
+        matte=args.matte,
     )
     for source, reason in report.skipped.items():
         print(f"Skipped {source}: {reason}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Perceive: the person in each photo, as 2D body, hand and face landmarks and a person mask.
+"""Perceive: the person in each photo, as 2D body, hand and face landmarks and a person matte.
 
 MediaPipe Holistic 0.10.21 runs offline (its models ship inside the wheel). On real photographs
 it finds the body nearly always but the hands and the face only about 70 % of the time (side and
@@ -6,13 +6,18 @@ back views, small hands), so hands and face are optional here and fitting must u
 where found. A photo without a person, or with several (a second person-sized region in the
 mask, or a second person found once the first is painted out), is reported and skipped: fitting
 assumes one subject.
+
+MediaPipe's own mask is coarse (computed at low resolution): it decides who is in the picture,
+and, when asked (`build --matte`), `matte.refine_matte` refines it at the person's edges and takes
+the backdrop's colour out of the person's (green-screen spill, the wall mixed into the outline);
+the refined matte and those colours are then what the later stages fit against.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +25,7 @@ from ..errors import AvatarError
 from ..maths.colour import linear_to_srgb
 from ..progress import Progress
 from .ingest import Photo
+from .matte import MatteSettings, refine_matte
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,8 @@ POSE_LANDMARKS = {
     "wrist.R": 16, "hip.L": 23, "hip.R": 24, "knee.L": 25, "knee.R": 26, "ankle.L": 27, "ankle.R": 28,
 }  # fmt: skip
 """MediaPipe Pose indices of the landmarks fitting uses; .L is the person's left."""
+DEFAULT_MATTE = MatteSettings()
+"""How `perceive` refines MediaPipe's mask when asked to (`lca-avatar build --matte`)."""
 
 
 class PerceiveError(AvatarError):
@@ -46,7 +54,8 @@ class Perception:
     left_hand: np.ndarray | None  # [21, 3] float32 x, y, depth
     right_hand: np.ndarray | None  # [21, 3]
     face: np.ndarray | None  # [468, 3]
-    mask: np.ndarray  # [H, W] float32 person probability
+    mask: np.ndarray  # [H, W] float32 person coverage: the refined matte (MediaPipe's mask unrefined)
+    foreground: np.ndarray | None = None  # [H, W, 3] float32 linear: the person's colours, backdrop removed
 
     def landmark(self, name: str) -> np.ndarray:
         """[3] x, y, visibility of a named body landmark (see POSE_LANDMARKS)."""
@@ -102,9 +111,15 @@ def _another_person(holistic, display: np.ndarray, mask: np.ndarray) -> bool:
 
 
 def perceive(
-    photos: Sequence[Photo], min_photos: int = 1, progress: Progress | None = None
+    photos: Sequence[Photo],
+    min_photos: int = 1,
+    progress: Progress | None = None,
+    matte: MatteSettings | None = None,
 ) -> PerceiveResult:
-    """Landmarks and masks for every photo showing one person; the others are skipped, with why."""
+    """Landmarks and mattes for every photo showing one person; the others are skipped, with why.
+
+    `matte` sets how MediaPipe's mask is refined (see `matte.py`, e.g. `DEFAULT_MATTE`); None (the
+    default) keeps MediaPipe's mask and leaves `Perception.foreground` unset."""
     try:
         import mediapipe as mp
     except ImportError:
@@ -135,6 +150,7 @@ def perceive(
             elif people > 1:
                 result.skipped[photo.source] = "several people found; use photos of one person"
             else:
+                refined = None if matte is None else refine_matte(photo.pixels, mask, matte)
                 result.perceptions.append(
                     Perception(
                         source=photo.source,
@@ -142,7 +158,8 @@ def perceive(
                         left_hand=_points(seen.left_hand_landmarks, width, height),
                         right_hand=_points(seen.right_hand_landmarks, width, height),
                         face=_points(seen.face_landmarks, width, height),
-                        mask=mask,
+                        mask=mask if refined is None else refined.alpha,
+                        foreground=None if refined is None else refined.foreground,
                     )
                 )
             if photo.source in result.skipped:
@@ -155,3 +172,13 @@ def perceive(
             + (f"Skipped {reasons}." if reasons else "")
         )
     return result
+
+
+def matted_photos(photos: Sequence[Photo], perceptions: Sequence[Perception]) -> list[Photo]:
+    """The photos as fitting sees them: where perceive refined a person's matte, the person's
+    colours without the backdrop in place of the pixels; other photos unchanged."""
+    foregrounds = {seen.source: seen.foreground for seen in perceptions if seen.foreground is not None}
+    return [
+        replace(photo, pixels=foregrounds[photo.source]) if photo.source in foregrounds else photo
+        for photo in photos
+    ]

@@ -37,12 +37,12 @@ from ..progress import Progress
 from .fit_body import BodyChoice, fit_body
 from .fit_gaussians import fit_gaussians
 from .ingest import IngestResult, Photo, collect_inputs, ingest
-from .perceive import PerceiveResult, Perception, perceive
+from .perceive import DEFAULT_MATTE, PerceiveResult, Perception, matted_photos, perceive
 from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 3  # bump when a stage's cached result changes meaning (2: the body model, 3: checksums)
+PIPELINE_VERSION = 4  # bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte)
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
@@ -129,9 +129,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_settings(settings: Preset, seed: int, body_model: BodyChoice) -> dict[str, Any]:
+def build_settings(
+    settings: Preset, seed: int, body_model: BodyChoice, matte: bool = False
+) -> dict[str, Any]:
     """The settings that shape a build's result, for `build_key`."""
-    return {"preset": dataclasses.asdict(settings), "seed": seed, **body_model.cache_settings()}
+    return {
+        "preset": dataclasses.asdict(settings),
+        "seed": seed,
+        "matte": matte,
+        **body_model.cache_settings(),
+    }
 
 
 def build_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
@@ -173,12 +180,15 @@ def build_avatar(
     seed: int = 0,
     stop_after: str | None = None,
     body_model: BodyChoice | None = None,
+    matte: bool = False,
 ) -> BuildReport:
     """Build an avatar from photos or a video; see the module docstring for the stages.
 
     `stop_after` names a stage after which to stop (its results cached, no avatar written).
     `body_model` is the body to fit (`fit_body.body_choice`; default Anny); it is part of the
-    cache key, so builds on different body models never share a stage.
+    cache key, so builds on different body models never share a stage. `matte` refines each
+    person's matte at its edges and fits the colours without the backdrop (`matte.py`): for green
+    screens and busy backdrops; off by default until it is measured on the example subject.
     """
     progress = progress or Progress()
     progress.plan(STAGE_SHARES)
@@ -186,7 +196,7 @@ def build_avatar(
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
     body_model = body_model or BodyChoice()
-    key = build_key(files, build_settings(settings, seed, body_model))
+    key = build_key(files, build_settings(settings, seed, body_model, matte))
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())
@@ -194,7 +204,7 @@ def build_avatar(
 
     try:
         run = _StageRunner(report, stages, progress, stop_after)
-        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed)
+        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte)
     except _StoppedAfter:
         return report
     progress.stage("write", f"Writing {Path(output).name}")
@@ -205,7 +215,13 @@ def build_avatar(
 
 
 def _run_stages(
-    run: _StageRunner, files: Sequence[Path], settings: Preset, body_model: BodyChoice, device: str, seed: int
+    run: _StageRunner,
+    files: Sequence[Path],
+    settings: Preset,
+    body_model: BodyChoice,
+    device: str,
+    seed: int,
+    matte: bool,
 ) -> GaussianAvatar:
     """The five stages in order, each from the cache when it holds it; the fitted avatar."""
     photos = run(
@@ -219,11 +235,12 @@ def _run_stages(
     seen = run(
         "perceive",
         "Finding the person in each photo",
-        lambda: perceive(photos.photos, progress=run.progress),
+        lambda: perceive(photos.photos, progress=run.progress, matte=DEFAULT_MATTE if matte else None),
         save=_save_perceive,
         load=_load_perceive,
     )
     run.report.skipped.update(seen.skipped)
+    matted = matted_photos(photos.photos, seen.perceptions)  # what the fits compare against
     sfm = run(
         "cameras",
         "Relating the photos' cameras",
@@ -239,12 +256,12 @@ def _run_stages(
             steps=settings.body_steps,
             sfm=sfm,
             progress=run.progress,
-            photos=photos.photos,
+            photos=matted,
             seed=seed,
             body=body_model,
         ),
         save=_save_body,
-        load=lambda meta, _: _load_body(meta, photos.photos, seen.perceptions, body_model),
+        load=lambda meta, _: _load_body(meta, matted, seen.perceptions, body_model),
     )
     run.report.body = dict(body.report)
     return run(
@@ -360,7 +377,7 @@ def _save_perceive(result: PerceiveResult):
     for i, seen in enumerate(result.perceptions):
         arrays[f"pose_{i:04d}"] = seen.pose
         arrays[f"mask_{i:04d}"] = seen.mask
-        for name in ("left_hand", "right_hand", "face"):
+        for name in ("left_hand", "right_hand", "face", "foreground"):
             if getattr(seen, name) is not None:
                 arrays[f"{name}_{i:04d}"] = getattr(seen, name)
     return meta, arrays
@@ -375,6 +392,7 @@ def _load_perceive(meta, arrays) -> PerceiveResult:
             right_hand=arrays.get(f"right_hand_{i:04d}"),
             face=arrays.get(f"face_{i:04d}"),
             mask=arrays[f"mask_{i:04d}"],
+            foreground=arrays.get(f"foreground_{i:04d}"),
         )
         for i, source in enumerate(meta["perceptions"])
     ]

@@ -299,3 +299,38 @@ def test_cuda_asked_for_without_a_gpu_fails_before_any_work(photos, tmp_path, ca
     with pytest.raises(AvatarError, match="--device cpu"):
         pipeline.build_avatar([photos], tmp_path / "a.lca", device="cuda", cache=tmp_path / "cache")
     assert not calls and not (tmp_path / "cache").exists()
+
+
+def test_matte_is_asked_for_by_the_build_and_its_colours_reach_the_fits(photos, tmp_path, monkeypatch):
+    asked, fitted = [], {}
+
+    def perceive_with_foreground(photos, matte=None, **_):
+        asked.append(matte)
+        result = _perceive(photos)
+        if matte is not None:
+            colours = np.full((12, 10, 3), 0.25, np.float32)
+            found = result.perceptions
+            result.perceptions[:] = [dataclasses.replace(seen, foreground=colours) for seen in found]
+        return result
+
+    def fit_body_recording(perceptions, photos, **kwargs):
+        fitted.update({photo.source: photo.pixels for photo in photos})
+        return _fit_body(perceptions, photos, **kwargs)
+
+    monkeypatch.setattr(pipeline, "perceive", perceive_with_foreground)
+    monkeypatch.setattr(pipeline, "fit_body", fit_body_recording)
+    monkeypatch.setattr(pipeline, "fit_gaussians", _fit_gaussians)
+    monkeypatch.setattr(pipeline, "_cameras", lambda photos, perceptions, progress: None)
+    monkeypatch.setattr(pipeline, "ingest", _ingest)
+    options = {"quality": "preview", "device": "cpu", "cache": tmp_path / "cache", "body_model": TubeBody()}
+
+    plain = pipeline.build_avatar([photos], tmp_path / "plain.lca", **options)
+    assert asked == [None] and all(not np.all(pixels == 0.25) for pixels in fitted.values())
+    matted = pipeline.build_avatar([photos], tmp_path / "matted.lca", matte=True, **options)
+    assert asked[1] is pipeline.DEFAULT_MATTE
+    assert all(np.all(pixels == 0.25) for pixels in fitted.values())  # the backdrop-free colours
+    assert plain.cache != matted.cache  # the setting is part of the cache key
+    # A cached matted perceive stage keeps its colours: the resumed build fits them again.
+    fitted.clear()
+    pipeline.build_avatar([photos], tmp_path / "again.lca", matte=True, **options)
+    assert len(asked) == 2 and all(np.all(pixels == 0.25) for pixels in fitted.values())
