@@ -154,7 +154,7 @@ def test_colour_basis_is_the_legendre_closed_form_everywhere() -> None:
     np.testing.assert_allclose(sh.sh_basis(directions, 3), expected, rtol=0, atol=1e-12)
 
 
-def _grid_sphere(rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def grid_sphere(rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Midpoint quadrature of the unit sphere: directions [M, 3] and solid angles [M]."""
     theta = (np.arange(rows) + 0.5) * math.pi / rows
     phi = (np.arange(2 * rows) + 0.5) * math.pi / rows
@@ -165,7 +165,7 @@ def _grid_sphere(rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("basis", ["irradiance", "colour"])
 def test_bases_are_orthonormal(basis: str) -> None:
-    directions, solid_angles = _grid_sphere()
+    directions, solid_angles = grid_sphere()
     values = sh.irradiance_basis(directions) if basis == "irradiance" else sh.sh_basis(directions, 3)
     gram = values.T @ (values * solid_angles[:, None])
     # The midpoint rule's error in theta is O(h^2) with h = pi / 400: ~1e-5 for these polynomials.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_sh import grid_sphere
 
 from lca_blender.errors import AvatarError
 from lca_blender.maths import sh, shading
@@ -77,15 +78,6 @@ def _random_scene(count: int, seed: int = 0) -> dict[str, np.ndarray]:
         "roughness": rng.uniform(0, 1, count),
         "specular": rng.uniform(0, 1, count),
     }
-
-
-def _grid_sphere(rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """Midpoint quadrature of the unit sphere: directions [M, 3] and solid angles [M]."""
-    theta = (np.arange(rows) + 0.5) * math.pi / rows
-    phi = (np.arange(2 * rows) + 0.5) * math.pi / rows
-    t, p = np.meshgrid(theta, phi, indexing="ij")
-    directions = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
-    return directions, (np.sin(t) * (math.pi / rows) ** 2).reshape(-1)
 
 
 # Closed forms -------------------------------------------------------------------------------------
@@ -257,7 +249,7 @@ def test_sh_irradiance_matches_ramamoorthi_hanrahans_quadratic_form() -> None:
 @pytest.mark.parametrize("roughness", [0.3, 0.5, 0.8, 1.0])
 @pytest.mark.parametrize("view_angle", [0.0, 0.8, 1.4])
 def test_specular_lobe_reflects_at_most_the_light_it_receives(roughness: float, view_angle: float) -> None:
-    directions, solid_angles = _grid_sphere(1200)
+    directions, solid_angles = grid_sphere(1200)
     upper = directions[:, 2] > 0
     directions, solid_angles = directions[upper], solid_angles[upper]
     view = np.array([math.sin(view_angle), 0.0, math.cos(view_angle)])
