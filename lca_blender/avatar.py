@@ -37,6 +37,12 @@ ARKIT_EXPRESSIONS: tuple[str, ...] = (
 )  # fmt: skip
 """The 52 ARKit blendshape names, in ARKit's documented order."""
 
+SKIN_LAYER = 0
+"""`Rig.vertex_layers` value of the body's own skin (the body model's mesh)."""
+OUTER_LAYER = 1
+"""`Rig.vertex_layers` value of the outer layer fitted beyond the skin: clothes, hair, shoes."""
+LAYER_NAMES = ("skin", "outer")
+
 FINGERS: tuple[str, ...] = ("finger1", "finger2", "finger3", "finger4", "finger5")
 """The rig's finger names, thumb to little finger (MakeHuman: `finger2-1.L` is the left index's first
 phalanx); MediaPipe Hands numbers its landmarks in the same order."""
@@ -86,6 +92,9 @@ class Rig:
     triangle_uvs: np.ndarray | None = None  # [F, 3] int32 indices into uvs per corner
     body_model: str = "unknown"  # e.g. "anny 0.6.2" or "smplx"
     body_parameters: dict[str, Any] = field(default_factory=dict)  # phenotype, betas, ...
+    # [V] int32 SKIN_LAYER or OUTER_LAYER; None = all skin (every rig before the outer layer). The
+    # body model's vertices come first, so its indices (landmarks, expressions) stay valid.
+    vertex_layers: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,6 +106,13 @@ class Rig:
     @property
     def vertex_count(self) -> int:
         return int(self.vertices.shape[0])
+
+    @property
+    def skin_vertex_count(self) -> int:
+        """How many of the first vertices are the body's skin (the rest are the outer layer)."""
+        if self.vertex_layers is None:
+            return self.vertex_count
+        return int(np.count_nonzero(self.vertex_layers == SKIN_LAYER))
 
     @property
     def bone_heads(self) -> np.ndarray:
@@ -145,6 +161,14 @@ class Rig:
             _check_array("uvs", self.uvs, (None, 2), np.float32)
             _check_array("triangle_uvs", self.triangle_uvs, self.triangles.shape, np.int32)
             _check_indices("triangle_uvs", self.triangle_uvs, int(self.uvs.shape[0]))
+        if self.vertex_layers is not None:
+            _check_array("vertex_layers", self.vertex_layers, (vertex_count,), np.int32)
+            layers = self.vertex_layers
+            if layers.size and (layers.min() < SKIN_LAYER or layers.max() > OUTER_LAYER):
+                raise AvatarError(f"'vertex_layers' must hold {SKIN_LAYER} (skin) or {OUTER_LAYER} (outer).")
+            skin = int(np.count_nonzero(layers == SKIN_LAYER))
+            if (layers[:skin] != SKIN_LAYER).any():
+                raise AvatarError("The skin's vertices must come before the outer layer's.")
 
 
 @dataclass

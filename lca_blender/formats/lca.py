@@ -1,7 +1,7 @@
 """The .lca avatar file: a zip of a JSON manifest and .npy arrays, read without trusting it.
 
-Layout (schema version 1):
-    manifest.json           {"format": "lca", "schema_version": 1, "kind": "avatar" | "rig",
+Layout (schema version 2; version 1 files, written before the outer layer, read the same way):
+    manifest.json           {"format": "lca", "schema_version": 2, "kind": "avatar" | "rig",
                              "rig": {joint_names, expression_names, body_model, body_parameters},
                              "provenance": {...}, "arrays": {name: {"shape": [...], "dtype": "<f4"}}}
     arrays/rig/<name>.npy   the Rig's arrays (see `avatar.Rig`)
@@ -36,7 +36,7 @@ from ..errors import AvatarError, AvatarFileError
 from .atomic import atomic_output
 
 FORMAT_NAME = "lca"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the rig's optional vertex_layers (skin / outer layer of clothes and hair)
 MANIFEST_NAME = "manifest.json"
 
 MAX_FILE_BYTES = 16 * 1024**3
@@ -58,8 +58,9 @@ RIG_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "expression_deltas": ("<f4", ("E", "V", 3)),
     "uvs": ("<f4", ("U", 2)),
     "triangle_uvs": ("<i4", ("F", 3)),
+    "vertex_layers": ("<i4", ("V",)),
 }
-OPTIONAL_RIG_ARRAYS = frozenset({"uvs", "triangle_uvs"})
+OPTIONAL_RIG_ARRAYS = frozenset({"uvs", "triangle_uvs", "vertex_layers"})
 GAUSSIAN_ARRAYS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "triangle_ids": ("<i4", ("N",)),
     "barycentrics": ("<f4", ("N", 3)),
@@ -118,6 +119,8 @@ def _rig_arrays(rig: Rig) -> dict[str, np.ndarray]:
     arrays = {name: getattr(rig, name) for name in RIG_ARRAYS if name not in OPTIONAL_RIG_ARRAYS}
     if rig.uvs is not None:
         arrays.update(uvs=rig.uvs, triangle_uvs=rig.triangle_uvs)
+    if rig.vertex_layers is not None:
+        arrays["vertex_layers"] = rig.vertex_layers
     return arrays
 
 

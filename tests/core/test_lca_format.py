@@ -51,6 +51,44 @@ def test_round_trip_without_uvs_and_rig_only(tube_avatar, tmp_path):
         lca.read_avatar(tmp_path / "rig.lca")
 
 
+def _with_outer_layer(avatar):
+    """`avatar` with its rig's last quarter of vertices marked as the outer layer."""
+    layers = np.zeros(avatar.rig.vertex_count, np.int32)
+    layers[avatar.rig.vertex_count * 3 // 4 :] = 1
+    return dataclasses.replace(avatar, rig=dataclasses.replace(avatar.rig, vertex_layers=layers))
+
+
+def test_outer_layer_round_trips_and_schema_1_files_still_read(tube_avatar, tmp_path):
+    layered = _with_outer_layer(tube_avatar)
+    lca.write_avatar(tmp_path / "layered.lca", layered)
+    back = lca.read_avatar(tmp_path / "layered.lca")
+    assert_same_avatar(layered, back)
+    assert back.rig.skin_vertex_count == tube_avatar.rig.vertex_count * 3 // 4
+    # A file from before the outer layer: schema 1, no vertex_layers; every vertex is skin.
+    lca.write_avatar(tmp_path / "old.lca", tube_avatar)
+    members = _members(tmp_path / "old.lca")
+    manifest = json.loads(members["manifest.json"])
+    assert "rig/vertex_layers" not in manifest["arrays"]
+    manifest["schema_version"] = 1
+    members["manifest.json"] = json.dumps(manifest).encode()
+    _write_members(tmp_path / "old.lca", members)
+    old = lca.read_avatar(tmp_path / "old.lca")
+    assert old.rig.vertex_layers is None and old.rig.skin_vertex_count == old.rig.vertex_count
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        (lambda n: np.full(n, 2, np.int32), "must hold"),
+        (lambda n: np.r_[np.ones(1, np.int32), np.zeros(n - 1, np.int32)], "must come before"),
+        (lambda n: np.zeros(n - 1, np.int32), "shape"),
+    ],
+)
+def test_invalid_vertex_layers_are_refused(tube_avatar, layers, message):
+    with pytest.raises(AvatarError, match=message):
+        dataclasses.replace(tube_avatar.rig, vertex_layers=layers(tube_avatar.rig.vertex_count))
+
+
 def test_written_file_has_normal_permissions(tube_avatar, tmp_path):
     path = tmp_path / "avatar.lca"
     lca.write_avatar(path, tube_avatar)
