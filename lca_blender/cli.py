@@ -259,6 +259,12 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         help="refine the person's matte at its edges and take the backdrop's colour out of the person "
         "(green screens, busy backdrops)",
     )
+    build.add_argument(
+        "--skin-only",
+        action="store_true",
+        help="fit no outer layer: every Gaussian stays within a few cm of the body's skin (for subjects "
+        "in skin-tight clothes; skirts, coats and long hair then come out torn)",
+    )
     build.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     build.add_argument(
         "--stop-after",
@@ -496,6 +502,7 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
         stop_after=args.stop_after,
         body_model=body_model,
         matte=args.matte,
+        outer_layer=not args.skin_only,
     )
     for source, reason in report.skipped.items():
         print(f"Skipped {source}: {reason}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Engine only (torch). The stages, in order:
 
-1. **Surface**: Gaussians are drawn on the fitted body's template (area-weighted), posed at the
+1. **Surface**: Gaussians are drawn on the fitted body's template (area-weighted; with the outer
+   layer of clothes and hair that `outer_layer.py` appends to it, when there is one), posed at the
    capture pose with `deform_torch`. Each is a thin disc whose thin axis is the mesh's smooth
    (vertex-interpolated) normal, expressed in its triangle's frame so that it follows the skin.
 2. **Observation**: each Gaussian and each mesh vertex is projected into every photo, with a depth
@@ -23,7 +24,8 @@ Engine only (torch). The stages, in order:
    the capture lighting, with fixed roughness and specular) with a per-Gaussian sun visibility in
    [0, 1] for cast shadows, pulled towards 1. Each photo's camera is refined along the way by a
    small, regularised turn and shift, and the learning rates decay towards the end. Regularisers
-   keep the avatar clean to animate: normal offsets small (bounded by `MAX_NORMAL_OFFSET`),
+   keep the avatar clean to animate: normal offsets small (bounded by `MAX_NORMAL_OFFSET`, or
+   `MAX_OUTER_NORMAL_OFFSET` on the outer layer of clothes and hair),
    tangent scales within a band around the sampling spacing and at most `MAX_ANISOTROPY` to 1,
    opacities pushed to 0 or 1. The lighting stays fixed here: with a free albedo per Gaussian the
    photos cannot tell them apart.
@@ -45,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..avatar import GaussianAvatar
+from ..avatar import OUTER_LAYER, GaussianAvatar
 from ..errors import AvatarError
 from ..maths.colour_torch import linear_to_srgb
 from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
@@ -63,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 FLATNESS = 0.15  # a disc's thickness over its tangent size
 MAX_NORMAL_OFFSET = 0.02  # metres: Gaussians stay within 2 cm of the fitted skin
+# ... and within 4 cm of the outer layer (`outer_layer.py`), which is a visual hull: larger than
+# the person by up to a voxel and a pixel or two of mask, and blunt where no photo's outline cuts.
+MAX_OUTER_NORMAL_OFFSET = 0.04
 MAX_ANISOTROPY = 4.0  # longest over shortest tangent scale
 SCALE_BAND = (0.35, 1.5)  # tangent scales relative to the sampling spacing
 INITIAL_SCALE = 0.65  # of the spacing: neighbouring discs overlap, so the skin is covered
@@ -506,6 +511,10 @@ class _Gaussians:
             )
             self.tilts, self.base_log_scale = self._rest_binding(rig.vertices, triangles)
         self.corner_vertices = triangles[self.triangle_ids]  # [N, 3]
+        self.max_offsets = torch.full((count,), MAX_NORMAL_OFFSET, device=device)
+        if rig.vertex_layers is not None:
+            outer = torch.as_tensor(rig.vertex_layers == OUTER_LAYER, device=device)
+            self.max_offsets[outer[self.corner_vertices[:, 0]]] = MAX_OUTER_NORMAL_OFFSET
         self.spin = torch.as_tensor(rng.uniform(0, math.pi, count), dtype=torch.float32, device=device)
         self.tangent_log_scales = torch.full((count, 2), math.log(INITIAL_SCALE), device=device)
         self.offset_code = torch.zeros(count, device=device)  # offset = MAX tanh(code)
@@ -565,7 +574,7 @@ class _Gaussians:
         return torch.cat([tangent, thin], dim=1) + self.base_log_scale[:, None]
 
     def normal_offsets(self) -> torch.Tensor:
-        return MAX_NORMAL_OFFSET * torch.tanh(self.offset_code)
+        return self.max_offsets * torch.tanh(self.offset_code)
 
     def opacities(self) -> torch.Tensor:
         return torch.sigmoid(self.opacity_logit)

@@ -37,12 +37,14 @@ from ..progress import Progress
 from .fit_body import BodyChoice, fit_body
 from .fit_gaussians import fit_gaussians
 from .ingest import IngestResult, Photo, collect_inputs, ingest
+from .outer_layer import fit_outer_layer
 from .perceive import DEFAULT_MATTE, PerceiveResult, Perception, matted_photos, perceive
 from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, preset
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 4  # bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte)
+# Bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte, 5: outer layer).
+PIPELINE_VERSION = 5
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
@@ -130,13 +132,14 @@ def _sha256(path: Path) -> str:
 
 
 def build_settings(
-    settings: Preset, seed: int, body_model: BodyChoice, matte: bool = False
+    settings: Preset, seed: int, body_model: BodyChoice, matte: bool = False, outer_layer: bool = True
 ) -> dict[str, Any]:
     """The settings that shape a build's result, for `build_key`."""
     return {
         "preset": dataclasses.asdict(settings),
         "seed": seed,
         "matte": matte,
+        "outer_layer": outer_layer,
         **body_model.cache_settings(),
     }
 
@@ -181,6 +184,7 @@ def build_avatar(
     stop_after: str | None = None,
     body_model: BodyChoice | None = None,
     matte: bool = False,
+    outer_layer: bool = True,
 ) -> BuildReport:
     """Build an avatar from photos or a video; see the module docstring for the stages.
 
@@ -189,6 +193,8 @@ def build_avatar(
     cache key, so builds on different body models never share a stage. `matte` refines each
     person's matte at its edges and fits the colours without the backdrop (`matte.py`): for green
     screens and busy backdrops; off by default until it is measured on the example subject.
+    `outer_layer` fits the surface beyond the skin (skirts, coats, hair; `outer_layer.py`) before
+    the Gaussians; without it every Gaussian rides within a few centimetres of the skin.
     """
     progress = progress or Progress()
     progress.plan(STAGE_SHARES)
@@ -196,7 +202,7 @@ def build_avatar(
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
     body_model = body_model or BodyChoice()
-    key = build_key(files, build_settings(settings, seed, body_model, matte))
+    key = build_key(files, build_settings(settings, seed, body_model, matte, outer_layer))
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())
@@ -204,7 +210,7 @@ def build_avatar(
 
     try:
         run = _StageRunner(report, stages, progress, stop_after)
-        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte)
+        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte, outer_layer)
     except _StoppedAfter:
         return report
     progress.stage("write", f"Writing {Path(output).name}")
@@ -222,6 +228,7 @@ def _run_stages(
     device: str,
     seed: int,
     matte: bool,
+    outer_layer: bool,
 ) -> GaussianAvatar:
     """The five stages in order, each from the cache when it holds it; the fitted avatar."""
     photos = run(
@@ -267,7 +274,13 @@ def _run_stages(
     return run(
         "fit_gaussians",
         "Fitting the Gaussians to the photos",
-        lambda: fit_gaussians(body, settings, device=device, progress=run.progress, seed=seed),
+        lambda: fit_gaussians(
+            fit_outer_layer(body) if outer_layer else body,
+            settings,
+            device=device,
+            progress=run.progress,
+            seed=seed,
+        ),
         save=lambda avatar: ({"gaussians": avatar.gaussian_count}, {}, {"avatar.lca": avatar}),
         load=lambda meta, _: read_avatar(run.stages.folder("fit_gaussians") / "avatar.lca"),
     )
