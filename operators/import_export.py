@@ -95,7 +95,13 @@ def _build_armature(
 
 def _build_body(context: bpy.types.Context, name: str, rig_data, rig: bpy.types.Object) -> bpy.types.Object:
     """The body mesh (not yet in any collection): vertex groups, the Armature modifier, shape keys."""
-    from ..lca_blender.addon.blender_data import joint_weights, mesh_arrays, shape_key_coordinates
+    from ..lca_blender.addon.blender_data import (
+        OUTER_LAYER_GROUP,
+        joint_weights,
+        mesh_arrays,
+        outer_layer_weights,
+        shape_key_coordinates,
+    )
 
     arrays = mesh_arrays(rig_data)
     mesh = bpy.data.meshes.new(name)
@@ -115,6 +121,9 @@ def _build_body(context: bpy.types.Context, name: str, rig_data, rig: bpy.types.
     body = bpy.data.objects.new(name, mesh)
     body.parent = rig
     _add_vertex_groups(context, body, rig_data.joint_names, joint_weights(rig_data))
+    outer = outer_layer_weights(rig_data)
+    if outer is not None:
+        _add_vertex_groups(context, body, [OUTER_LAYER_GROUP], outer[None])
     modifier = body.modifiers.new("Armature", "ARMATURE")
     modifier.object = rig
     # Every key's value is set: Blender 5.3 gives a new key 1.0 (4.5 gave 0.0), which would put

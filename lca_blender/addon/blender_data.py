@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..avatar import GaussianAvatar, Rig
+from ..avatar import OUTER_LAYER, GaussianAvatar, Rig
 from ..errors import AvatarError
 from ..maths.deform import GaussianBinding, bind, pose_gaussians, triangle_frames
 from ..maths.rotations import bone_roll_towards, quaternion_multiply
 
 OPACITY_CLIP = 1e-6
+OUTER_LAYER_GROUP = "LCA Outer Layer"
+"""The body's vertex group of its outer layer (clothes, hair): no bone has this name, so the
+armature ignores it; artists select, hide or mask by it."""
 """Opacities are clipped to [OPACITY_CLIP, 1 - OPACITY_CLIP] before the logit (as in formats/ply.py)."""
 
 
@@ -102,6 +105,13 @@ def joint_weights(rig: Rig) -> np.ndarray:
         flat_index.ravel(), rig.skin_weights.ravel().astype(np.float64), rig.joint_count * rig.vertex_count
     )
     return weights.reshape(rig.joint_count, rig.vertex_count).astype(np.float32)
+
+
+def outer_layer_weights(rig: Rig) -> np.ndarray | None:
+    """[V] 1.0 on the outer layer's vertices and 0.0 on the skin's; None when the rig has none."""
+    if rig.vertex_layers is None or not (rig.vertex_layers == OUTER_LAYER).any():
+        return None
+    return (rig.vertex_layers == OUTER_LAYER).astype(np.float32)
 
 
 def shape_key_coordinates(rig: Rig) -> np.ndarray:

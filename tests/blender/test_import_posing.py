@@ -368,3 +368,63 @@ def test_disabling_after_use_leaves_nothing_behind(installed_extension, sample_l
     assert not hasattr(bpy.types.Object, "lca")
     for menu in (bpy.types.TOPBAR_MT_file_import, bpy.types.TOPBAR_MT_file_export):
         assert not [f for f in getattr(menu.draw, "_draw_funcs", ()) if f.__module__.startswith(module)]
+
+
+def _with_outer_layer(core: ModuleType, avatar):
+    """`avatar` with an outer layer: a copy of its torso's and thighs' skin 5 cm out along the normals
+    (a loose garment), weighted as the skin under it, and every third Gaussian moved onto it."""
+    import dataclasses
+
+    rig = avatar.rig
+    weights = core_module(core, "addon.blender_data").joint_weights(rig)  # [J, V]
+    hips = [rig.joint_index(name) for name in ("root", "upperleg01.L", "upperleg01.R", "spine05")]
+    chosen = weights[hips].sum(axis=0) > 0.5
+    inside = chosen[rig.triangles].all(axis=1)
+    triangles = rig.triangles[inside]
+    used, compact = np.unique(triangles, return_inverse=True)
+    corners = rig.vertices[rig.triangles]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = np.zeros_like(rig.vertices)
+    np.add.at(normals, rig.triangles.ravel(), np.repeat(face_normals, 3, axis=0))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    outer_vertices = (rig.vertices[used] + 0.05 * normals[used]).astype(np.float32)
+    count = len(used)
+    layered = dataclasses.replace(
+        rig,
+        vertices=np.concatenate([rig.vertices, outer_vertices]),
+        triangles=np.concatenate([rig.triangles, compact.reshape(-1, 3).astype(np.int32) + rig.vertex_count]),
+        skin_indices=np.concatenate([rig.skin_indices, rig.skin_indices[used]]),
+        skin_weights=np.concatenate([rig.skin_weights, rig.skin_weights[used]]),
+        expression_deltas=np.concatenate(
+            [rig.expression_deltas, np.zeros((len(rig.expression_names), count, 3), np.float32)], axis=1
+        ),
+        uvs=None,
+        triangle_uvs=None,
+        vertex_layers=np.r_[np.zeros(rig.vertex_count, np.int32), np.ones(count, np.int32)],
+    )
+    triangle_ids = avatar.triangle_ids.copy()
+    triangle_ids[::3] = rig.triangles.shape[0] + np.arange(len(triangle_ids[::3])) % len(triangles)
+    return dataclasses.replace(avatar, rig=layered, triangle_ids=triangle_ids)
+
+
+def test_an_outer_layer_poses_with_the_armature_and_has_its_vertex_group(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path, tmp_path: Path
+) -> None:
+    lca = core_module(core, "formats.lca")
+    avatar = _with_outer_layer(core, lca.read_avatar(sample_lca))
+    path = tmp_path / "layered.lca"
+    lca.write_avatar(path, avatar)
+    rig, body, splats = _import(path)
+    group = body.vertex_groups["LCA Outer Layer"]
+    in_group = np.zeros(len(body.data.vertices), bool)
+    for vertex in body.data.vertices:
+        in_group[vertex.index] = any(g.group == group.index for g in vertex.groups)
+    np.testing.assert_array_equal(in_group, avatar.rig.vertex_layers == 1)
+    thigh = rig.pose.bones["upperleg01.L"]
+    thigh.rotation_quaternion = (np.cos(0.35), np.sin(0.35), 0.0, 0.0)  # the leg forward, a stride
+    bpy.context.scene.frame_set(1)
+    posed = _preview(splats, enabled_extension).means
+    expected = _expected_means(core, avatar, blender_pose(core, rig, avatar.rig), None, rig.matrix_world)
+    np.testing.assert_allclose(posed, expected, atol=1e-4)
+    on_outer = (avatar.rig.vertex_layers == 1)[avatar.rig.triangles[avatar.triangle_ids]].all(axis=1)
+    assert on_outer.sum() > 100
