@@ -46,12 +46,15 @@ def log(message: str) -> None:
     print(f"[eval] {message}", file=sys.stderr, flush=True)
 
 
-def run_build(photos: Path, output: Path, quality: str, device: str) -> dict[str, Any]:
-    """Run `lca-avatar build` on the photos; its wall time, peak memory and exit code."""
+def run_build(
+    photos: Path, output: Path, quality: str, device: str, tone: str = "standard"
+) -> dict[str, Any]:
+    """Run `lca-avatar build` on the photos (told their tone curve, as a photographer knows their
+    camera's or scene's view transform); its wall time, peak memory and exit code."""
     console = Path(sys.executable).with_name("lca-avatar")
     command = [str(console)] if console.is_file() else [sys.executable, "-m", "lca_blender.cli"]
     command += ["build", str(photos), "-o", str(output), "--quality", quality, "--device", device]
-    command += ["--progress", "jsonl"]
+    command += ["--tone-curve", tone, "--progress", "jsonl"]
     log("running " + " ".join(command))
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -230,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         avatar_path = args.avatar or args.out / "avatar.lca"
         if args.avatar is None and not args.skip_build:
-            build = run_build(subject_folder / "photos", avatar_path, args.quality, args.device)
+            tone = "agx" if subject.display.name == "AgX" else "standard"
+            build = run_build(subject_folder / "photos", avatar_path, args.quality, args.device, tone)
             if build["exit_code"] != 0:
                 print(json.dumps({"error": "the build failed", "build": build}, indent=1))
                 return 1

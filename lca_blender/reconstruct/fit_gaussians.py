@@ -49,12 +49,14 @@ import torch
 
 from ..avatar import OUTER_LAYER, GaussianAvatar
 from ..errors import AvatarError
-from ..maths.colour_torch import linear_to_srgb
+from ..maths.colour import linear_to_srgb
 from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
 from ..maths.lights import AmbientSH, Lighting, SunLight, lighting_to_json
 from ..maths.rotations_torch import quaternion_multiply, quaternion_to_matrix
 from ..maths.sh import SH_C0
 from ..maths.shading_torch import LightingTensors, ambient_irradiance, direct_lighting, specular_brdf
+from ..maths.tone import STANDARD, ToneCurve
+from ..maths.tone_torch import encode as tone_encode
 from ..progress import Progress
 from ..render import render
 from .losses import psnr, ssim
@@ -64,6 +66,10 @@ from .views import BodyFit, Preset, View, capture_to_json
 logger = logging.getLogger(__name__)
 
 FLATNESS = 0.15  # a disc's thickness over its tangent size
+# The face is a few per cent of the skin but what people look at, and in full-body photos it is a
+# few dozen pixels tall: its triangles are sampled this many times as densely as the rest.
+FACE_DENSITY = 3.0
+FACE_JOINTS = ("head", "eye.L", "eye.R", "jaw")
 MAX_NORMAL_OFFSET = 0.02  # metres: Gaussians stay within 2 cm of the fitted skin
 # ... and within 4 cm of the outer layer (`outer_layer.py`), which is a visual hull: larger than
 # the person by up to a voxel and a pixel or two of mask, and blunt where no photo's outline cuts.
@@ -214,8 +220,9 @@ class _Photo:
     height: int
 
 
-def _photo(view: View, longest_side: int, device: str) -> _Photo:
-    """The view resized (area filter) so its longer side is at most `longest_side`."""
+def _photo(view: View, longest_side: int, device: str, tone: ToneCurve = STANDARD) -> _Photo:
+    """The view resized (area filter) so its longer side is at most `longest_side`; its pixels in
+    scene-linear light through the photos' tone curve (`View.pixels` are sRGB-decoded)."""
     camera = view.camera
     height, width = view.mask.shape
     factor = min(1.0, longest_side / max(height, width))
@@ -232,11 +239,12 @@ def _photo(view: View, longest_side: int, device: str) -> _Photo:
     def tensor(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
 
-    linear, mask_tensor = tensor(np.clip(pixels, 0.0, 1.0)), tensor(np.clip(mask, 0.0, 1.0))
+    display = linear_to_srgb(np.clip(pixels, 0.0, 1.0))  # the photo's own values
+    linear, mask_tensor = tensor(tone.decode(display)), tensor(np.clip(mask, 0.0, 1.0))
     inside = (mask > 0.5).astype(np.uint8)
     return _Photo(
         linear=linear,
-        target=(linear_to_srgb(linear.clamp(0.0, 1.0)) * mask_tensor[..., None])[None],
+        target=(tensor(display) * mask_tensor[..., None])[None],
         mask=mask_tensor[None, ..., None],
         inside=tensor(inside)[None, ..., None],
         viewmat=tensor(camera.viewmat)[None],
@@ -498,7 +506,7 @@ class _Gaussians:
         rig = body.rig
         self.device = device
         self.rig_tensors = RigTensors.from_rig(rig, device=device)
-        triangle_ids, barycentrics = sample_surface(rig, count, rng)
+        triangle_ids, barycentrics = sample_surface(rig, count, rng, _sampling_density(rig))
         self.triangle_ids = torch.as_tensor(triangle_ids, device=device).long()
         self.barycentrics = torch.as_tensor(barycentrics, device=device)
         triangles = self.rig_tensors.triangles
@@ -593,6 +601,26 @@ class _Gaussians:
             self.local_rotations(),
             self.log_scales(),
         )
+
+
+def _sampling_density(rig) -> np.ndarray:
+    """[F] how densely each triangle is sampled, relative to its area: FACE_DENSITY on the face
+    (the skin the head joints carry, facing forwards at rest), 1 elsewhere."""
+    density = np.ones(len(rig.triangles))
+    heads = [index for index, name in enumerate(rig.joint_names) if name in FACE_JOINTS]
+    if not heads:
+        return density
+    head_weight = np.zeros(rig.vertex_count)
+    for joint in heads:
+        head_weight += (rig.skin_weights * (rig.skin_indices == joint)).sum(axis=1)
+    if rig.vertex_layers is not None:
+        head_weight[rig.vertex_layers == OUTER_LAYER] = 0.0  # hair is not face
+    corners = rig.vertices[rig.triangles].astype(np.float64)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    facing_front = normals[:, 1] < 0  # the body faces -Y at rest
+    face = (head_weight[rig.triangles].mean(axis=1) > 0.5) & facing_front
+    density[face] = FACE_DENSITY
+    return density
 
 
 def _outward_normals(rotations: torch.Tensor) -> torch.Tensor:
@@ -705,16 +733,24 @@ def _fill_from_seen(
 
 
 def fit_gaussians(
-    body: BodyFit, preset: Preset, device: str = "cpu", progress: Progress | None = None, seed: int = 0
+    body: BodyFit,
+    preset: Preset,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    seed: int = 0,
+    tone: ToneCurve = STANDARD,
 ) -> GaussianAvatar:
     """Gaussians on `body`'s surface fitted to its photos, with albedo and the photos' lighting.
 
     body: the fitted rig, capture pose, expressions and photos with cameras (`views.BodyFit`);
     preset: `gaussians` Gaussians, `gaussian_steps` optimisation steps (one photo each), photos at
     most `max_side` pixels; progress: reports the fraction done and raises `Cancelled` when asked.
-    Deterministic for a seed on one device. The avatar's provenance holds the capture pose
-    ("capture"), the estimated lighting ("capture_lighting", `lights.lighting_to_json`) and the
-    fit's figures ("fit").
+    tone: the photos' tone curve (`maths/tone.py`): the photos are taken back through it to
+    scene-linear light, so that the albedo is the surface's and not the curve's, and the fit's
+    renders go through it before they are compared with the photos (and the captured look in the
+    SH is the photos' look). Deterministic for a seed on one device. The avatar's provenance holds
+    the capture pose ("capture"), the estimated lighting ("capture_lighting",
+    `lights.lighting_to_json`) and the fit's figures ("fit").
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -729,8 +765,8 @@ def fit_gaussians(
     gaussians = _Gaussians(body, preset.gaussians, rng, device)
     triangles = gaussians.rig_tensors.triangles
     adjacency = _mesh_adjacency(triangles, gaussians.posed_vertices.shape[0])
-    full = [_photo(view, preset.max_side, device) for view in body.views]
-    coarse = [_photo(view, min(COARSE_SIDE, preset.max_side), device) for view in body.views]
+    full = [_photo(view, preset.max_side, device, tone) for view in body.views]
+    coarse = [_photo(view, min(COARSE_SIDE, preset.max_side), device, tone) for view in body.views]
 
     progress.update(0.02, "Looking up the Gaussians' colours in the photos")
     vertex_normals = _vertex_normals(gaussians.posed_vertices, triangles)
@@ -752,7 +788,7 @@ def fit_gaussians(
     _start_albedo(gaussians, observed["gaussian_colors"], seen, capture, adjacency)
 
     corrections = _optimise(
-        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress
+        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress, tone
     )
 
     progress.update(0.95, "Finding what the photos show")
@@ -761,8 +797,9 @@ def fit_gaussians(
     # and they show when the body moves (an open jaw). They take the seen surface's colour too.
     seen &= _photo_weights(gaussians, full, corrections) >= MIN_PHOTO_WEIGHT
     progress.update(0.96, "Filling what no photo saw")
-    avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress)
+    avatar = _finish(gaussians, seen, adjacency, capture, lighting_tensors, full, body, progress, tone)
     avatar.provenance["fit"] |= {
+        "tone_curve": tone.name,
         "seconds": round(time.monotonic() - started, 1),
         "steps": preset.gaussian_steps,
         "seen_fraction": round(float(seen.float().mean()), 4),
@@ -815,6 +852,7 @@ def _optimise(
     steps: int,
     generator: torch.Generator,
     progress: Progress,
+    tone: ToneCurve,
 ) -> list[_CameraCorrection]:
     """Stage 4: `steps` Adam steps, one photo each in shuffled rounds, on the coarse photos first;
     returns each photo's fitted camera correction."""
@@ -829,7 +867,7 @@ def _optimise(
         index = order.pop()
         photo = (coarse if step < COARSE_FRACTION * steps else full)[index]
         optimiser.zero_grad(set_to_none=True)
-        loss = _step_loss(gaussians, photo, lighting, corrections[index])
+        loss = _step_loss(gaussians, photo, lighting, corrections[index], tone)
         loss.backward()
         optimiser.step()
         schedule.step()
@@ -874,7 +912,11 @@ class _CameraCorrection:
 
 
 def _step_loss(
-    gaussians: _Gaussians, photo: _Photo, lighting: LightingTensors, correction: _CameraCorrection
+    gaussians: _Gaussians,
+    photo: _Photo,
+    lighting: LightingTensors,
+    correction: _CameraCorrection,
+    tone: ToneCurve = STANDARD,
 ) -> torch.Tensor:
     """The photometric loss of one photo (through its camera correction) plus the regularisers
     (module docstring, stage 4)."""
@@ -888,7 +930,7 @@ def _step_loss(
     # Discs facing away from the camera lie behind the body's near side: leaving them out halves
     # the rasterizer's work and changes no pixel (the margin keeps grazing discs at silhouettes).
     front = ((normals * view_dirs).sum(1) > MIN_RENDERED_FACING).nonzero().squeeze(1)
-    display = linear_to_srgb(linear[front].clamp(0.0, 1.0))
+    display = tone_encode(tone, linear[front])
     result = render(
         means[front],
         rotations[front],
@@ -977,6 +1019,7 @@ def _finish(
     photos: list[_Photo],
     body: BodyFit,
     progress: Progress,
+    tone: ToneCurve,
 ) -> GaussianAvatar:
     """The fitted avatar: unseen Gaussians filled, bounds enforced, the captured look in the SH."""
     with torch.no_grad():
@@ -992,7 +1035,7 @@ def _finish(
         linear = _capture_colors(means, normals, normals, albedo, visibility, lighting)
         mouth = _mouth_inside(gaussians, body.rig, seen)
         albedo[mouth] = linear[mouth] = torch.tensor(MOUTH_ALBEDO, device=albedo.device)
-        sh = ((linear_to_srgb(linear.clamp(0.0, 1.0)) - 0.5) / SH_C0)[:, None, :]
+        sh = ((tone_encode(tone, linear) - 0.5) / SH_C0)[:, None, :]
         count = gaussians.triangle_ids.shape[0]
         fit_psnrs = []
         opacities = gaussians.opacities()

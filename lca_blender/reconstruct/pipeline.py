@@ -32,6 +32,7 @@ from ..avatar import GaussianAvatar
 from ..errors import AvatarError
 from ..formats.lca import read_avatar, write_avatar
 from ..maths.cameras import Camera
+from ..maths.tone import tone_curve
 from ..paths import cache_dir
 from ..progress import Progress
 from .fit_body import BodyChoice, fit_body
@@ -132,7 +133,12 @@ def _sha256(path: Path) -> str:
 
 
 def build_settings(
-    settings: Preset, seed: int, body_model: BodyChoice, matte: bool = False, outer_layer: bool = True
+    settings: Preset,
+    seed: int,
+    body_model: BodyChoice,
+    matte: bool = False,
+    outer_layer: bool = True,
+    tone: str = "standard",
 ) -> dict[str, Any]:
     """The settings that shape a build's result, for `build_key`."""
     return {
@@ -140,6 +146,7 @@ def build_settings(
         "seed": seed,
         "matte": matte,
         "outer_layer": outer_layer,
+        "tone_curve": tone,
         **body_model.cache_settings(),
     }
 
@@ -185,6 +192,7 @@ def build_avatar(
     body_model: BodyChoice | None = None,
     matte: bool = False,
     outer_layer: bool = True,
+    tone: str = "standard",
 ) -> BuildReport:
     """Build an avatar from photos or a video; see the module docstring for the stages.
 
@@ -194,15 +202,18 @@ def build_avatar(
     person's matte at its edges and fits the colours without the backdrop (`matte.py`): for green
     screens and busy backdrops; off by default until it is measured on the example subject.
     `outer_layer` fits the surface beyond the skin (skirts, coats, hair; `outer_layer.py`) before
-    the Gaussians; without it every Gaussian rides within a few centimetres of the skin.
+    the Gaussians; without it every Gaussian rides within a few centimetres of the skin. `tone`
+    names the photos' tone curve (`maths/tone.py`: "standard" sRGB, or "agx", Blender's default
+    view transform), so the albedo is estimated in scene-linear light.
     """
+    tone_curve(tone)  # an unknown name fails here, before any work
     progress = progress or Progress()
     progress.plan(STAGE_SHARES)
     settings = preset(quality)
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
     body_model = body_model or BodyChoice()
-    key = build_key(files, build_settings(settings, seed, body_model, matte, outer_layer))
+    key = build_key(files, build_settings(settings, seed, body_model, matte, outer_layer, tone))
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())
@@ -210,7 +221,7 @@ def build_avatar(
 
     try:
         run = _StageRunner(report, stages, progress, stop_after)
-        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte, outer_layer)
+        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte, outer_layer, tone)
     except _StoppedAfter:
         return report
     progress.stage("write", f"Writing {Path(output).name}")
@@ -229,6 +240,7 @@ def _run_stages(
     seed: int,
     matte: bool,
     outer_layer: bool,
+    tone: str,
 ) -> GaussianAvatar:
     """The five stages in order, each from the cache when it holds it; the fitted avatar."""
     photos = run(
@@ -280,6 +292,7 @@ def _run_stages(
             device=device,
             progress=run.progress,
             seed=seed,
+            tone=tone_curve(tone),
         ),
         save=lambda avatar: ({"gaussians": avatar.gaussian_count}, {}, {"avatar.lca": avatar}),
         load=lambda meta, _: read_avatar(run.stages.folder("fit_gaussians") / "avatar.lca"),

@@ -26,12 +26,17 @@ _EYE_WHITE = np.array([0.80, 0.80, 0.78])
 _IRIS = np.array([0.06, 0.10, 0.05])
 
 
-def sample_surface(rig: Rig, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Triangle ids [N] drawn in proportion to area and uniform barycentrics [N, 3]."""
+def sample_surface(
+    rig: Rig, count: int, rng: np.random.Generator, density: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Triangle ids [N] drawn in proportion to area (times `density` [F] per triangle, if given) and
+    uniform barycentrics [N, 3]."""
     corners = rig.vertices[rig.triangles].astype(np.float64)
     areas = 0.5 * np.linalg.norm(
         np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
     )
+    if density is not None:
+        areas = areas * density
     # Sorted by triangle: posing gathers per-triangle data, and sorted gathers stay in the cache.
     triangle_ids = np.sort(rng.choice(len(areas), size=count, p=areas / areas.sum()))
     # Uniform on a triangle: fold the unit square's upper half back onto the lower one.

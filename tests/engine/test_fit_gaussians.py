@@ -323,3 +323,56 @@ def test_cancel_stops_promptly(truth):
     with pytest.raises(Cancelled):
         fit_gaussians(body_fit(truth, views), TINY, progress=cancelling)
     assert cancelling.updates == 0  # raised at the very report where the cancel was asked
+
+
+def test_the_face_is_sampled_more_densely_than_the_rest():
+    from lca_blender.bodies.anny_body import anny_rig
+    from lca_blender.reconstruct.fit_gaussians import FACE_DENSITY, _sampling_density
+    from lca_blender.reconstruct.sample import sample_surface
+
+    rig = anny_rig({})
+    density = _sampling_density(rig)
+    face = density > 1
+    corners = rig.vertices[rig.triangles].astype(np.float64)
+    areas = 0.5 * np.linalg.norm(
+        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
+    )
+    assert 0.02 < areas[face].sum() / areas.sum() < 0.08  # the front of the head, not the whole body
+    face_centre = rig.vertices[rig.triangles[face]].reshape(-1, 3).mean(axis=0)
+    assert face_centre[2] > 0.85 * rig.vertices[:, 2].max() and face_centre[1] < 0  # high, in front
+    triangle_ids, _ = sample_surface(rig, 200_000, np.random.default_rng(0), density)
+    share = face[triangle_ids].mean()
+    expected = FACE_DENSITY * areas[face].sum() / (areas.sum() + (FACE_DENSITY - 1) * areas[face].sum())
+    assert share == pytest.approx(expected, rel=0.03)
+
+
+def test_photos_through_agx_give_the_true_albedo_when_told_their_tone_curve(truth):
+    """Photos shown through Blender's AgX (as the harness and Blender's default scene show them):
+    told the curve, the fit's relit look matches the truth; taking them for sRGB photos, it does not
+    (AgX lifts shadows and desaturates: the albedo comes out too bright and too grey)."""
+    from lca_blender.maths.colour import linear_to_srgb
+    from lca_blender.maths.tone import AGX, STANDARD
+
+    views = photographs(truth, [0, 90, 180, 270], elevation=20.0) + photographs(truth, [45, 135, 225, 315])
+    shown = [
+        View(view.source, srgb_to_linear(AGX.encode(view.pixels)).astype(np.float32), view.mask, view.camera)
+        for view in views
+    ]
+    cameras = framed_cameras(truth[1], [("front", 0.0), ("back", 180.0)], WIDTH, HEIGHT)
+    expected = render_views(*truth, cameras, "relit", studio_lighting(), background=(0, 0, 0))
+    scores = {}
+    for tone in (AGX, STANDARD):
+        fitted = fit_gaussians(body_fit(truth, shown), TINY, seed=0, tone=tone)
+        assert fitted.provenance["fit"]["tone_curve"] == tone.name
+        relit = render_views(
+            fitted, pose_avatar(fitted), cameras, "relit", studio_lighting(), background=(0, 0, 0)
+        )
+        scores[tone.name] = masked_psnr(relit, expected)
+        if tone is AGX:  # the captured look is the photos' look: AgX's
+            captured = render_views(
+                fitted, pose_avatar(fitted), [views[1].camera], "captured", background=(0, 0, 0)
+            )
+            photo = np.dstack([linear_to_srgb(shown[1].pixels), shown[1].mask])[None]
+            assert masked_psnr(captured, photo) > 24.0
+    assert scores["agx"] > 21.0
+    assert scores["agx"] > scores["standard"] + 1.5, scores
