@@ -43,6 +43,21 @@ OUTER_LAYER = 1
 """`Rig.vertex_layers` value of the outer layer fitted beyond the skin: clothes, hair, shoes."""
 LAYER_NAMES = ("skin", "outer")
 
+RIGID_TOLERANCE = 1e-3
+"""How far a rest frame's rotation part may be from orthonormal (float32 frames are ~1e-7 off)."""
+UNIT_TOLERANCE = 1e-3
+"""How far from 1 a unit quaternion's length, a row of skin weights' or barycentrics' sum may be."""
+MIN_BONE_LENGTH = 1e-5
+"""Metres; Blender deletes zero-length bones, so a rig needs none."""
+MAX_COORDINATE = 1e4
+"""Metres: positions and offsets in a rig or avatar stay within this (a person is about 2 m tall):
+posing in float32 stays far from overflow, and triangles keep frames precise enough to orient
+Gaussians (a vertex 1e5 m out already gives posed rotations that are not unit quaternions)."""
+MIN_TWICE_AREA = 1e-12
+"""Square metres; a Gaussian's triangle needs an area (a micrometre-sized triangle has 1e-12)."""
+MAX_LOG_SCALE = 40.0
+"""|log_scales| bound: exp() of it times any triangle's size stays a positive, finite float32."""
+
 FINGERS: tuple[str, ...] = ("finger1", "finger2", "finger3", "finger4", "finger5")
 """The rig's finger names, thumb to little finger (MakeHuman: `finger2-1.L` is the left index's first
 phalanx); MediaPipe Hands numbers its landmarks in the same order."""
@@ -65,13 +80,36 @@ def _check_array(name: str, array: np.ndarray, shape: tuple, dtype: type) -> Non
     wanted = shape_mismatch(array, shape)
     if wanted:
         raise AvatarError(f"'{name}' must have shape {wanted}, found {array.shape}.")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not _all_finite(array):
         raise AvatarError(f"'{name}' contains NaN or infinite values.")
+
+
+def _all_finite(array: np.ndarray, block_bytes: int = 64 * 1024**2) -> bool:
+    """np.isfinite(array).all(), a block of rows at a time: a large array needs no array of flags."""
+    rows = max(1, block_bytes // max(1, array[:1].nbytes))
+    return all(np.isfinite(array[start : start + rows]).all() for start in range(0, len(array), rows))
+
+
+def _check_bounded(name: str, values: np.ndarray) -> None:
+    """Raise AvatarError unless every value of the finite array `values` is within MAX_COORDINATE."""
+    if values.size and max(values.max(), -values.min()) > MAX_COORDINATE:  # no |values| copy
+        raise AvatarError(f"'{name}' holds values over {MAX_COORDINATE:,.0f} m; a person is about 2 m tall.")
 
 
 def _check_indices(name: str, indices: np.ndarray, upper: int) -> None:
     if indices.size and (indices.min() < 0 or indices.max() >= upper):
         raise AvatarError(f"'{name}' refers to items outside 0..{upper - 1}.")
+
+
+def _flat_triangles(vertices: np.ndarray, triangles: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """[F] bool: which triangles have (almost) no area, computed a block of triangles at a time."""
+    vertices = vertices.astype(np.float64)
+    flat = np.empty(len(triangles), bool)
+    for start in range(0, len(triangles), block):
+        corners = vertices[triangles[start : start + block]]
+        cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        flat[start : start + block] = np.linalg.norm(cross, axis=1) < MIN_TWICE_AREA
+    return flat
 
 
 @dataclass
@@ -155,6 +193,14 @@ class Rig:
             raise AvatarError("Only the first joint may be a root.")
         _check_indices("triangles", self.triangles, vertex_count)
         _check_indices("skin_indices", self.skin_indices, joint_count)
+        for name in ("vertices", "expression_deltas", "bone_tails", "rest_transforms"):
+            _check_bounded(name, getattr(self, name))
+        self._check_bones()
+        weights = self.skin_weights
+        if weights.size and (
+            weights.min() < 0 or np.abs(weights.sum(axis=1, dtype=np.float64) - 1).max() > UNIT_TOLERANCE
+        ):
+            raise AvatarError("'skin_weights' must be 0 or more, and each vertex's weights must sum to 1.")
         if (self.uvs is None) != (self.triangle_uvs is None):
             raise AvatarError("'uvs' and 'triangle_uvs' come together or not at all.")
         if self.uvs is not None:
@@ -169,6 +215,25 @@ class Rig:
             skin = int(np.count_nonzero(layers == SKIN_LAYER))
             if (layers[:skin] != SKIN_LAYER).any():
                 raise AvatarError("The skin's vertices must come before the outer layer's.")
+
+    def _check_bones(self) -> None:
+        """The rest frames are rigid (posing inverts them) and each bone runs from its frame's origin
+        along the frame's Y axis to its tail, with a length (how Blender rebuilds the same frames)."""
+        rest = self.rest_transforms.astype(np.float64)
+        rotations = rest[:, :3, :3]
+        orthonormal_error = np.abs(np.einsum("jki,jkl->jil", rotations, rotations) - np.eye(3)).max()
+        bottom_error = np.abs(rest[:, 3] - (0.0, 0.0, 0.0, 1.0)).max()
+        if not (orthonormal_error <= RIGID_TOLERANCE and bottom_error <= RIGID_TOLERANCE) or (
+            np.linalg.det(rotations).min() <= 0
+        ):
+            raise AvatarError("'rest_transforms' must be rigid bone frames: a rotation and a translation.")
+        bones = self.bone_tails.astype(np.float64) - rest[:, :3, 3]
+        lengths = np.linalg.norm(bones, axis=1)
+        if lengths.min() < MIN_BONE_LENGTH:
+            raise AvatarError(f"Every bone must be at least {MIN_BONE_LENGTH} m long, from head to tail.")
+        along_y = np.einsum("ji,ji->j", bones, rotations[:, :, 1]) / lengths
+        if not along_y.min() >= 1 - RIGID_TOLERANCE:
+            raise AvatarError("'bone_tails' must lie along the Y axis of each bone's rest frame.")
 
 
 @dataclass
@@ -225,6 +290,19 @@ class GaussianAvatar:
             values = getattr(self, name)
             if values.size and (values.min() < 0 or values.max() > 1):
                 raise AvatarError(f"'{name}' must lie between 0 and 1.")
+        if count <= 0:
+            return
+        if _flat_triangles(self.rig.vertices, self.rig.triangles)[self.triangle_ids].any():
+            raise AvatarError(
+                "Some Gaussians sit on triangles of no area (collapsed), which give them no orientation."
+            )
+        if np.abs(np.linalg.norm(self.rotations.astype(np.float64), axis=1) - 1).max() > UNIT_TOLERANCE:
+            raise AvatarError("'rotations' must be unit quaternions (w, x, y, z).")
+        if np.abs(self.barycentrics.sum(axis=1, dtype=np.float64) - 1).max() > UNIT_TOLERANCE:
+            raise AvatarError("Each Gaussian's 'barycentrics' must sum to 1.")
+        _check_bounded("normal_offsets", self.normal_offsets)
+        if np.abs(self.log_scales).max() > MAX_LOG_SCALE:
+            raise AvatarError(f"'log_scales' must lie between -{MAX_LOG_SCALE:g} and {MAX_LOG_SCALE:g}.")
 
     def subset(self, keep: np.ndarray) -> GaussianAvatar:
         """A copy with only the Gaussians selected by `keep` (a boolean mask or indices)."""

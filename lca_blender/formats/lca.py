@@ -7,12 +7,16 @@ Layout (schema version 2; version 1 files, written before the outer layer, read 
     arrays/rig/<name>.npy   the Rig's arrays (see `avatar.Rig`)
     arrays/gaussians/<name>.npy   the Gaussians' arrays (kind "avatar" only)
 
-Reading checks, before allocating anything: the file is a zip of bounded size; each member's
-declared size is within caps; the .npy header (parsed here, with a length cap, through
-`ast.literal_eval`) has the dtype and shape the manifest promises and the schema allows; the byte
-count matches. Only then is the array built from the bytes, and the dataclasses validate shapes
-across arrays, finiteness and index ranges. No pickle is involved anywhere. Writing goes to a
-temporary file that is renamed into place.
+Reading trusts nothing in the file, and every problem is an AvatarFileError: the file is a regular
+file and a zip of bounded size; the manifest is JSON that could be written back (no NaN, no lone
+surrogates, bounded nesting); each entry is stored or deflated (what the writer uses) and is read
+once, in bounded chunks, so memory follows the bytes that really come out, never a size field, and
+the bytes inflated from the whole file are capped; the .npy header (parsed here, with a length cap,
+through `ast.literal_eval`) has the dtype and shape the manifest promises and the schema allows;
+the byte count matches. Only then is the array a view of the bytes read, and the dataclasses
+validate shapes across arrays, finiteness, index ranges and what posing needs (rigid rest frames,
+unit quaternions, ...). No pickle is involved anywhere. Writing goes to a temporary file that is
+renamed into place.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import io
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,16 +40,25 @@ from .. import __version__
 from ..avatar import GaussianAvatar, Rig
 from ..errors import AvatarError, AvatarFileError
 from .atomic import atomic_output
+from .reading import open_regular_file, read_at_most
 
 FORMAT_NAME = "lca"
 SCHEMA_VERSION = 2  # 2: the rig's optional vertex_layers (skin / outer layer of clothes and hair)
 MANIFEST_NAME = "manifest.json"
 
 MAX_FILE_BYTES = 16 * 1024**3
+MAX_INFLATED_BYTES = 16 * 1024**3  # all the entries read from one file, as they come out of the zip
 MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_MANIFEST_DEPTH = 32  # nesting of JSON objects and lists (provenance is about 5 deep)
 MAX_ARRAY_BYTES = 8 * 1024**3
 MAX_NPY_HEADER_BYTES = 64 * 1024
 MAX_MEMBERS = 256
+_COMPRESSIONS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}  # what write_avatar uses
+# What zipfile and zlib raise on a damaged archive or entry (struct.error: a short extra field).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, NotImplementedError,
+    RuntimeError,
+)  # fmt: skip
 
 # name -> (dtype, shape with symbolic sizes); sizes: J joints, V vertices, F triangles,
 # K skin influences, E expressions, U uv coordinates, N Gaussians, B SH coefficients.
@@ -173,11 +188,13 @@ class _Container:
         self.path = path
         self.archive = archive
         self.sizes: dict[str, int] = {}
+        self.inflated = 0  # bytes read out of the zip so far
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
             raise self.error(f"it has {len(members)} entries (at most {MAX_MEMBERS} expected)")
         self.members = {member.filename: member for member in members}
-        if sum(member.file_size for member in members) > MAX_FILE_BYTES:
+        # A quick refusal on the size fields alone; reading never relies on them.
+        if sum(member.file_size for member in members) > MAX_INFLATED_BYTES:
             raise self.error("its contents are larger than any avatar could be")
         self.manifest = self._read_manifest()
 
@@ -188,31 +205,48 @@ class _Container:
         )
 
     def _read_member(self, name: str, limit: int) -> bytearray:
-        """The entry's bytes, read straight into one writable buffer (arrays are views of it)."""
+        """The entry's bytes, read once into one writable buffer (arrays are views of it).
+
+        The buffer grows with what the zip really yields, in bounded chunks: a size field that lies
+        allocates nothing, and an entry, or all of them together, that inflates beyond its cap is
+        refused as soon as the cap is passed.
+        """
         member = self.members.get(name)
         if member is None:
             raise self.error(f"the entry '{name}' is missing")
+        if member.compress_type not in _COMPRESSIONS:
+            raise self.error(f"the entry '{name}' is compressed in a way LCA files never are")
+        if member.flag_bits & 0x1:
+            raise self.error(f"the entry '{name}' is encrypted")
         if member.file_size > limit:
             raise self.error(f"the entry '{name}' is too large ({member.file_size} bytes)")
-        # zipfile never yields more than the header's size (and checks the CRC), so the header's
-        # size, bounded above, sizes the buffer; a short entry is caught by its readers.
-        data = bytearray(member.file_size)
-        filled = 0
+        allowed = min(limit, MAX_INFLATED_BYTES - self.inflated)
         try:
-            with self.archive.open(member) as stream, memoryview(data) as view:
-                while filled < len(data) and (count := stream.readinto(view[filled:])):
-                    filled += count
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
-            raise self.error(f"the entry '{name}' is damaged ({e})") from None
-        del data[filled:]
+            with self.archive.open(member) as stream:
+                data = read_at_most(stream, allowed)
+        except _ZIP_ERRORS as error:
+            raise self.error(f"the entry '{name}' is damaged ({error})") from None
+        except MemoryError:
+            raise AvatarFileError(
+                f"There is not enough memory to open the avatar file '{self.path.name}'. "
+                "Close other programs and try again."
+            ) from None
+        if len(data) > allowed:
+            raise self.error(f"the entry '{name}' inflates to more than any avatar could need")
+        self.inflated += len(data)
         return data
 
     def _read_manifest(self) -> dict[str, Any]:
         raw = self._read_member(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         try:
-            manifest = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            manifest = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            # What write_avatar could not write back (a lone surrogate, an infinite number) would
+            # fail later, when a name is printed or saved.
+            json.dumps(manifest, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
             raise self.error("its manifest is not valid JSON") from None
+        if _nesting_depth(manifest) > MAX_MANIFEST_DEPTH:
+            raise self.error("its manifest is nested too deeply")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise self.error("it is not an LCA avatar file")
         version = manifest.get("schema_version")
@@ -221,7 +255,7 @@ class _Container:
         if version > SCHEMA_VERSION:
             raise AvatarFileError(
                 f"The avatar file '{self.path.name}' was written by a newer LCA Avatars "
-                f"(schema {version}; this version reads up to {SCHEMA_VERSION}). "
+                f"(schema {_shown(version)}; this version reads up to {SCHEMA_VERSION}). "
                 "Update the add-on and the engine."
             )
         for key, kind in (("arrays", dict), ("rig", dict)):
@@ -231,7 +265,7 @@ class _Container:
 
     def _bind_size(self, symbol: str, value: int) -> None:
         if value > SIZE_CAPS[symbol]:
-            raise self.error(f"it declares {value} items where at most {SIZE_CAPS[symbol]} fit")
+            raise self.error(f"it declares {_shown(value)} items where at most {SIZE_CAPS[symbol]} fit")
         if self.sizes.setdefault(symbol, value) != value:
             raise self.error("its arrays disagree on how many items they hold")
 
@@ -250,7 +284,7 @@ class _Container:
         for size, symbol in zip(shape, symbolic_shape, strict=True):
             if isinstance(symbol, int):
                 if size != symbol:
-                    raise self.error(f"the array '{name}' has the wrong shape {shape}")
+                    raise self.error(f"the array '{name}' has the wrong shape {_shown(shape)}")
             else:
                 self._bind_size(symbol, size)
         data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
@@ -281,7 +315,7 @@ class _Container:
             raise self.error(f"the array '{name}' has a damaged header")
         try:
             header = ast.literal_eval(raw[start : start + length].decode("latin1"))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {{}: 0}
             raise self.error(f"the array '{name}' has a damaged header") from None
         if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
             raise self.error(f"the array '{name}' has a damaged header")
@@ -295,11 +329,14 @@ class _Container:
         joint_names = section.get("joint_names")
         expression_names = section.get("expression_names")
         body_parameters = section.get("body_parameters", {})
+        body_model = section.get("body_model", "unknown")
         for value, what in ((joint_names, "joint"), (expression_names, "expression")):
             if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
                 raise self.error(f"its {what} names are missing or invalid")
         if not isinstance(body_parameters, dict):
             raise self.error("its body parameters are not a JSON object")
+        if not isinstance(body_model, str):
+            raise self.error("its body model's name is not text")
         self._bind_size("J", len(joint_names))
         self._bind_size("E", len(expression_names))
         arrays = {}
@@ -312,7 +349,7 @@ class _Container:
             Rig,
             joint_names=joint_names,
             expression_names=expression_names,
-            body_model=str(section.get("body_model", "unknown")),
+            body_model=body_model,
             body_parameters=body_parameters,
             **arrays,
         )
@@ -324,20 +361,50 @@ class _Container:
             raise self.error(str(error).rstrip(".")) from None
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _nesting_depth(value: Any) -> int:
+    """How deeply JSON objects and lists nest in `value` (0 for a number or a string)."""
+    depth, level = 0, [value]
+    while containers := [item for item in level if isinstance(item, (dict, list))]:
+        depth += 1
+        level = [
+            child for item in containers for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message, cut short: a size field may hold a 4,000-digit number."""
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @contextlib.contextmanager
 def _open_container(path: str | os.PathLike) -> Iterator[_Container]:
     path = Path(path)
-    if path.is_dir():
-        raise AvatarFileError(f"'{path}' is a folder; give the path of an .lca avatar file.")
-    if not path.is_file():
-        raise AvatarFileError(f"The avatar file '{path}' does not exist.")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise AvatarFileError(f"The file '{path.name}' is too large to be an LCA avatar.")
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        handle = open_regular_file(path)
+    except FileNotFoundError:
+        raise AvatarFileError(f"The avatar file '{path}' does not exist.") from None
+    except IsADirectoryError:
+        raise AvatarFileError(f"'{path}' is a folder; give the path of an .lca avatar file.") from None
+    except OSError as error:
         raise AvatarFileError(
-            f"The file '{path.name}' is not an LCA avatar (.lca) file, or it is damaged."
+            f"Cannot open the avatar file '{path}': {error.strerror or error}. "
+            "Give the path of a saved .lca file you can read."
         ) from None
-    with archive:
-        yield _Container(path, archive)
+    with handle:
+        if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+            raise AvatarFileError(f"The file '{path.name}' is too large to be an LCA avatar.")
+        try:
+            archive = zipfile.ZipFile(handle)
+        except _ZIP_ERRORS:
+            raise AvatarFileError(
+                f"The file '{path.name}' is not an LCA avatar (.lca) file, or it is damaged. "
+                "Give an .lca file saved by LCA Avatars, or re-export it."
+            ) from None
+        with archive:
+            yield _Container(path, archive)

@@ -14,6 +14,7 @@ from .. import __version__
 from ..avatar import Splats
 from ..errors import AvatarFileError, AvatarWriteError
 from .atomic import atomic_output
+from .reading import open_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +102,13 @@ def read_ply(path: str | os.PathLike) -> Splats:
     Rows with a NaN or infinite value in a property used here, a zero quaternion, or a log-scale
     whose exp is not a positive float32 are dropped with a logged warning (one bad splat should
     not lose a whole capture); if none remain, the file is refused. Quaternions are normalised
-    (rows already unit to float32 precision are kept bit for bit), scales = exp(log-scale),
-    opacities = sigmoid(logit).
+    (rows already unit to float32 precision are kept bit for bit; doubles too large or too small
+    to square are scaled first), scales = exp(log-scale), opacities = sigmoid(logit).
+    Only a regular file is opened (a named pipe would block, a device never end).
     """
     source = Path(path)
     try:
-        with open(source, "rb") as handle:
+        with open_regular_file(source) as handle:
             layout = _parse_header(source, handle.read(HEADER_LIMIT_BYTES))
             _check_data_size(source, layout, os.fstat(handle.fileno()).st_size)
             handle.seek(layout.data_offset)
@@ -406,6 +408,13 @@ def _splats_from_rows(path: Path, rows: np.ndarray, rest_names: tuple[str, ...])
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         quaternions = _columns(rows, ["rot_0", "rot_1", "rot_2", "rot_3"], np.float64)
         norms = np.linalg.norm(quaternions, axis=1, keepdims=True)
+        # Doubles beyond 1e154 overflow when squared (and below 1e-154 underflow), so those rows'
+        # norms come out infinite or zero: they are divided by their largest component first.
+        extreme = np.flatnonzero(~((norms[:, 0] > 1e-150) & (norms[:, 0] < 1e150)))
+        if extreme.size:
+            scaled = quaternions[extreme] / np.abs(quaternions[extreme]).max(axis=1, keepdims=True)
+            quaternions[extreme] = scaled  # zero, infinite and NaN rows become NaN: dropped below
+            norms[extreme] = np.linalg.norm(scaled, axis=1, keepdims=True)
         already_unit = np.abs(norms - 1.0) <= _QUATERNION_UNIT_TOLERANCE
         rotations = np.where(already_unit, quaternions, quaternions / norms).astype(np.float32)
         scales = np.exp(_columns(rows, ["scale_0", "scale_1", "scale_2"], np.float64))
