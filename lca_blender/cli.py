@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import AvatarError
+from .maths.tone import TONE_CURVES
 from .progress import Cancelled, JsonLinesProgress, Progress, TerminalProgress
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(commands)
     _add_export(commands)
     _add_render(commands)
+    _add_animate(commands)
     _add_build(commands)
     return parser
 
@@ -161,12 +163,27 @@ def _add_pose_options(command: argparse.ArgumentParser) -> None:
 def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
-        help="export a posed avatar as a 3DGS .ply",
+        help="export a posed avatar as a 3DGS .ply or a rigged glTF .glb",
         description="Pose an avatar and write its Gaussians as a 3DGS .ply that SuperSplat, "
-        "gsplat and other splat viewers read.",
+        "gsplat and other splat viewers read, or as glTF 2.0 with KHR_gaussian_splatting: a rigged "
+        "splat avatar (skeleton, skinned splats, body mesh with the expressions as morph targets, "
+        "optionally an animation).",
     )
     export.add_argument("file", type=Path, help="the .lca avatar")
-    export.add_argument("--ply", required=True, type=Path, help="the .ply file to write")
+    outputs = export.add_mutually_exclusive_group(required=True)
+    outputs.add_argument("--ply", type=Path, help="the .ply file to write")
+    outputs.add_argument("--gltf", type=Path, metavar="OUT.glb", help="the binary glTF (.glb) to write")
+    export.add_argument(
+        "--animation",
+        type=Path,
+        metavar="POSES.json",
+        help="with --gltf: an animation file (fps and a list of poses) to include",
+    )
+    export.add_argument(
+        "--splats-only",
+        action="store_true",
+        help="with --gltf: write only the posed splats (what any KHR_gaussian_splatting viewer shows)",
+    )
     _add_pose_options(export)
 
 
@@ -204,6 +221,60 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     )
     render.add_argument("--fps", type=_positive_int, default=24, help="turntable frame rate (default 24)")
     render.add_argument(
+        "--backend", choices=("auto", "torch", "gsplat"), default="auto", help="rasterizer (default auto)"
+    )
+
+
+def _add_animate(commands: argparse._SubParsersAction) -> None:
+    animate = commands.add_parser(
+        "animate",
+        help="render an avatar playing motion: face capture, BVH, AMASS or an animation file",
+        description="Drive an avatar with motion and render it with the Gaussian renderer: a face "
+        "capture (Live Link Face .csv or JSON lines), BVH motion capture or SMPL-X / AMASS motion "
+        "(retargeted onto the avatar's rig, whatever the source's rest pose and size), or an "
+        "animation file of poses. The camera stays still, framed on the whole clip.",
+        epilog="BVH bone names are matched by a bone map: Mixamo's and CMU's are built in and chosen "
+        "automatically; save one from Blender (Object > Animation > Save Bone Map) to edit for "
+        "another naming. Exit codes: 0 done, 2 bad input, 1 internal error, 130 cancelled.",
+    )
+    animate.add_argument("file", type=Path, help="the .lca avatar")
+    sources = animate.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--face", type=Path, metavar="CAPTURE.csv", help="a Live Link Face .csv or .jsonl")
+    sources.add_argument("--bvh", type=Path, metavar="MOTION.bvh", help="BVH motion capture")
+    sources.add_argument("--amass", type=Path, metavar="MOTION.npz", help="SMPL-X / AMASS motion")
+    sources.add_argument("--animation", type=Path, metavar="POSES.json", help="an animation file of poses")
+    animate.add_argument(
+        "-o", "--output", required=True, type=Path, help="an .mp4, or a folder for frame_0000.png, ..."
+    )
+    animate.add_argument(
+        "--frames", metavar="A:B", help="only the source's frames A to B (from 0, both included; A: or :B)"
+    )
+    animate.add_argument(
+        "--fps", type=float, metavar="RATE", help="output frame rate (default: the source's; resampled)"
+    )
+    animate.add_argument(
+        "--bone-map",
+        metavar="NAME|MAP.json",
+        help="with --bvh: mixamo, cmu_bvh or a bone map file (default: the built-in map that fits)",
+    )
+    animate.add_argument(
+        "--smplx",
+        type=Path,
+        metavar="MODEL.npz",
+        help="with --amass: the SMPL-X model file, for the subject's own skeleton (default: a generic one)",
+    )
+    animate.add_argument("--no-root-motion", action="store_true", help="keep the avatar in place")
+    animate.add_argument("--no-fingers", action="store_true", help="leave the fingers as they are")
+    animate.add_argument("--camera", default="front", choices=("front", "side", "back"), help="default front")
+    animate.add_argument(
+        "--look", choices=("captured", "relit"), default="captured", help="default: captured"
+    )
+    animate.add_argument(
+        "--light", metavar="SPEC", action="append", default=[], help="a light, as for render"
+    )
+    animate.add_argument("--size", type=_image_size, default=(512, 512), metavar="W[xH]", help="default 512")
+    animate.add_argument("--background", type=_float_list, default=[0.15, 0.15, 0.15], metavar="R,G,B")
+    animate.add_argument(
         "--backend", choices=("auto", "torch", "gsplat"), default="auto", help="rasterizer (default auto)"
     )
 
@@ -258,6 +329,13 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refine the person's matte at its edges and take the backdrop's colour out of the person "
         "(green screens, busy backdrops)",
+    )
+    build.add_argument(
+        "--tone-curve",
+        choices=tuple(TONE_CURVES),
+        default="standard",
+        help="the photos' tone curve: standard (sRGB: most cameras' JPEGs) or agx (Blender's default "
+        "view transform); the albedo is estimated in scene-linear light through it (default standard)",
     )
     build.add_argument(
         "--skin-only",
@@ -416,15 +494,41 @@ def command_export(args: argparse.Namespace, progress: Progress) -> None:
     from .formats.poses import load_pose
     from .maths.deform import pose_avatar
 
-    _check_output_folder(args.ply)
+    if args.gltf is None and (args.animation is not None or args.splats_only):
+        raise AvatarError("--animation and --splats-only go with --gltf OUT.glb.")
+    if args.gltf is not None and args.gltf.suffix.lower() != ".glb":
+        raise AvatarError(f"glTF is written as a binary .glb; got '{args.gltf.name}'.")
+    if args.splats_only and args.animation is not None:
+        raise AvatarError("--splats-only writes one posed moment; it cannot hold --animation.")
+    _check_output_folder(args.ply or args.gltf)
     avatar = read_avatar(args.file)
     pose, expressions = load_pose(avatar.rig, args.pose)
     expressions.update(dict(args.expression))
+    if args.gltf is not None:
+        _export_gltf(args, avatar, pose, expressions, progress)
+        return
     progress.stage("export", f"Posing {avatar.gaussian_count} Gaussians")
     splats = pose_avatar(avatar, pose, expressions)
     write_ply(args.ply, splats)
     progress.done(f"Wrote {args.ply}")
     print(f"Wrote {args.ply}: {splats.count} splats, pose '{args.pose}'")
+
+
+def _export_gltf(args: argparse.Namespace, avatar, pose, expressions: dict, progress: Progress) -> None:
+    from .formats.animation import load_animation
+    from .formats.gltf import write_avatar_glb, write_splats_glb
+    from .maths.deform import pose_avatar
+
+    progress.stage("export", f"Writing {avatar.gaussian_count} Gaussians as glTF")
+    if args.splats_only:
+        write_splats_glb(args.gltf, pose_avatar(avatar, pose, expressions), name=args.file.stem)
+        what = "posed splats"
+    else:
+        animation = None if args.animation is None else load_animation(avatar.rig, args.animation)
+        write_avatar_glb(args.gltf, avatar, pose, expressions, animation=animation, name=args.file.stem)
+        what = "rigged avatar" + ("" if animation is None else f", {animation.frame_count}-frame animation")
+    progress.done(f"Wrote {args.gltf}")
+    print(f"Wrote {args.gltf}: {avatar.gaussian_count} splats, {what}, pose '{args.pose}'")
 
 
 def command_render(args: argparse.Namespace, progress: Progress) -> None:
@@ -472,6 +576,91 @@ def command_render(args: argparse.Namespace, progress: Progress) -> None:
     print(f"Wrote {args.output}: {len(images)} view(s), {args.look} look, pose '{args.pose}'")
 
 
+def command_animate(args: argparse.Namespace, progress: Progress) -> None:
+    from .formats.lca import read_avatar
+    from .formats.motion import resample_clip, select_frames
+    from .maths.lights import lighting_from_specs
+    from .render.animate import check_output, render_animation
+
+    if len(args.background) != 3:
+        raise AvatarError("--background needs three numbers: R,G,B in [0, 1].")
+    if args.bone_map is not None and args.bvh is None:
+        raise AvatarError("--bone-map names the bones of a --bvh file.")
+    if args.smplx is not None and args.amass is None:
+        raise AvatarError("--smplx gives the skeleton of --amass motion.")
+    check_output(args.output)
+    avatar = read_avatar(args.file)
+    progress.plan({"motion": 0.05, "render": 0.95})
+    progress.stage("motion", "Reading and retargeting the motion")
+    clip = _animation_clip(args, avatar.rig, progress)
+    if args.frames is not None:
+        clip = select_frames(clip, args.frames)
+    if args.fps is not None:
+        clip = resample_clip(clip, args.fps)
+    lighting = lighting_from_specs(args.light) if args.light else None
+    count = render_animation(
+        avatar,
+        clip,
+        args.output,
+        view=args.camera,
+        size=args.size,
+        look=args.look,
+        lighting=lighting,
+        background=args.background,
+        backend=args.backend,
+        progress=progress,
+    )
+    print(f"Wrote {args.output}: {count} frames at {clip.frame_rate:g} fps, {args.look} look")
+
+
+def _animation_clip(args: argparse.Namespace, rig, progress: Progress):
+    """The animation `animate` plays on `rig`, from whichever source was given."""
+    from .formats import motion
+
+    if args.face is not None:
+        from .formats.face_capture import read_face_capture
+
+        return motion.clip_from_face_capture(rig, read_face_capture(args.face), args.fps)
+    if args.bvh is not None:
+        from .formats.bone_map import BUILTIN_BONE_MAPS, builtin_bone_map, read_bone_map
+        from .formats.bvh import read_bvh
+
+        bone_map = None
+        if args.bone_map in BUILTIN_BONE_MAPS:
+            bone_map = builtin_bone_map(args.bone_map)
+        elif args.bone_map is not None:
+            bone_map = read_bone_map(args.bone_map)
+        return motion.clip_from_bvh(
+            rig, read_bvh(args.bvh), bone_map, not args.no_fingers, not args.no_root_motion, args.bvh.stem
+        )
+    if args.amass is not None:
+        from .formats.amass import read_amass
+
+        source = read_amass(args.amass)
+        rest_joints = sole_height = None
+        if args.smplx is not None:
+            rest_joints, sole_height = _smplx_rest(args.smplx, source.betas)
+        return motion.clip_from_amass(
+            rig, source, rest_joints, sole_height, not args.no_root_motion, args.amass.stem
+        )
+    from .formats.animation import load_animation
+
+    return load_animation(rig, args.animation)
+
+
+def _smplx_rest(model_path: Path, betas: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """SMPL-X's rest joints [55, 3] and soles' height (SMPL-X's frame) for a subject's betas."""
+    from .bodies.smplx_body import smplx_arrays
+    from .paths import cache_dir
+
+    model, _ = smplx_arrays(model_path, cache_dir() / "bodies")
+    shape = model.template.astype(np.float64)
+    if betas is not None and betas.size:
+        count = min(betas.size, model.shape_directions.shape[2])
+        shape = shape + model.shape_directions[:, :, :count].astype(np.float64) @ betas[:count]
+    return model.joint_regressor.astype(np.float64) @ shape, float(shape[:, 1].min())
+
+
 def command_build(args: argparse.Namespace, progress: Progress) -> None:
     from .reconstruct.fit_body import body_choice
     from .reconstruct.pipeline import build_avatar
@@ -503,6 +692,7 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
         body_model=body_model,
         matte=args.matte,
         outer_layer=not args.skin_only,
+        tone=args.tone_curve,
     )
     for source, reason in report.skipped.items():
         print(f"Skipped {source}: {reason}", file=sys.stderr)
@@ -528,6 +718,7 @@ COMMANDS = {
     "info": command_info,
     "export": command_export,
     "render": command_render,
+    "animate": command_animate,
 }
 
 

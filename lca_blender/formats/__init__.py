@@ -1,1 +1,1 @@
-"""File formats: the .lca avatar container, 3DGS .ply splats, and the safe-writing helper they share."""
+"""File formats: the .lca avatar container, 3DGS .ply and glTF splats, poses, animations, face captures."""
