@@ -27,24 +27,11 @@ import numpy as np
 
 from ..avatar import Pose, Rig, shape_mismatch
 from ..errors import AvatarWriteError, BodyModelError, PoseError
+from ..formats.amass import SMPLX_JOINT_NAMES  # the 55 skinned joints, in the model's order
 from ..formats.atomic import atomic_output
 from ..maths.rotations import axis_angle_to_quaternion, bone_matrix, bone_roll_towards
 
 logger = logging.getLogger(__name__)
-
-SMPLX_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "jaw", "left_eye_smplhf", "right_eye_smplhf",
-    "left_index1", "left_index2", "left_index3", "left_middle1", "left_middle2", "left_middle3",
-    "left_pinky1", "left_pinky2", "left_pinky3", "left_ring1", "left_ring2", "left_ring3",
-    "left_thumb1", "left_thumb2", "left_thumb3",
-    "right_index1", "right_index2", "right_index3", "right_middle1", "right_middle2",
-    "right_middle3", "right_pinky1", "right_pinky2", "right_pinky3", "right_ring1", "right_ring2",
-    "right_ring3", "right_thumb1", "right_thumb2", "right_thumb3",
-)  # fmt: skip
-"""The 55 skinned SMPL-X joints, in the model's order (smplx.joint_names.JOINT_NAMES[:55])."""
 
 SMPLX_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """Rotation taking SMPL-X coordinates (Y up, facing +Z) to ours (Z up, facing -Y)."""
