@@ -1,5 +1,5 @@
 """Import .lca avatars as an armature, a body mesh and a splats mesh; export the posed splats as .ply;
-import static splat .ply files through Blender's own importer (5.3+)."""
+import static splat .ply files (through Blender's own importer from 5.3, as a previewed mesh before)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,10 @@ def create_avatar_objects(context: bpy.types.Context, filepath: str) -> Imported
         obj.select_set(False)
     rig.select_set(True)
     context.view_layer.objects.active = rig
-    posing.update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
+    if splats.lca.preview:
+        # Blender's own splats (5.3+) need no first pose here: it evaluates them when it first
+        # draws them, as it does a .ply it imports; evaluating now would only delay the import.
+        posing.update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
     return ImportedAvatar(collection=collection, rig=rig, body=body, splats=splats)
 
 
@@ -164,9 +167,17 @@ def _build_splats(name: str, avatar, binding, body: bpy.types.Object) -> bpy.typ
     """The splats mesh (not yet in any collection), a child of the body."""
     from ..lca_blender.addon.blender_data import splat_attributes
 
-    means, attributes = splat_attributes(avatar, binding)
+    splats = bpy.data.objects.new(name, _points_mesh(name, *splat_attributes(avatar, binding)))
+    splats.parent = body
+    # Blender's renderers draw nothing for a mesh of loose points: the splats reach final frames
+    # through lca.render_frames, and the object's "Disable in Renders" switch leaves them out there.
+    return splats
+
+
+def _points_mesh(name: str, means: np.ndarray, attributes: dict[str, np.ndarray]) -> bpy.types.Mesh:
+    """A mesh of loose points at `means` [N, 3] with the point attributes of `blender_data`."""
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(avatar.gaussian_count)
+    mesh.vertices.add(means.shape[0])
     mesh.attributes["position"].data.foreach_set("vector", means.reshape(-1))
     for attribute_name, values in attributes.items():
         if values.ndim == 2:
@@ -177,10 +188,27 @@ def _build_splats(name: str, avatar, binding, body: bpy.types.Object) -> bpy.typ
             data_type = "INT" if values.dtype == np.int32 else "FLOAT"
             mesh.attributes.new(attribute_name, data_type, "POINT").data.foreach_set("value", values)
     mesh.update()
-    splats = bpy.data.objects.new(name, mesh)
-    splats.parent = body
-    # Blender's renderers draw nothing for a mesh of loose points: the splats reach final frames
-    # through lca.render_frames, and the object's "Disable in Renders" switch leaves them out there.
+    return mesh
+
+
+def create_static_splats(context: bpy.types.Context, filepath: str) -> bpy.types.Object:
+    """Before Blender 5.3: a 3DGS .ply as a mesh of points with the splats' 3DGS attributes, in the
+    active collection, which the viewport preview draws (and `lca.render_frames` renders) where
+    the object is. Raises AvatarError (artist-readable) when the file cannot be read."""
+    from ..lca_blender.addon.blender_data import static_splat_attributes
+    from ..lca_blender.formats.ply import read_ply
+
+    name = Path(filepath).stem
+    splats = bpy.data.objects.new(name, _points_mesh(name, *static_splat_attributes(read_ply(filepath))))
+    splats.lca.is_splats = True
+    splats.lca.avatar_name = name
+    splats.lca.source_path = str(filepath)
+    context.view_layer.active_layer_collection.collection.objects.link(splats)
+    for obj in context.view_layer.objects:
+        obj.select_set(False)
+    splats.select_set(True)
+    context.view_layer.objects.active = splats
+    posing.update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
     return splats
 
 
@@ -283,8 +311,9 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
 
 
 class LCA_OT_import_splats_ply(bpy.types.Operator, ImportHelper):
-    """Import a static 3D Gaussian splat .ply (3DGS, SuperSplat, gsplat, a posed LCA export) as a
-    native splat object through Blender's own importer (Blender 5.3 or newer)"""
+    """Import a static 3D Gaussian splat .ply (3DGS, SuperSplat, gsplat, a posed LCA export): a native
+    splat object through Blender's own importer from Blender 5.3, a mesh of points that the LCA
+    viewport preview draws before"""
 
     bl_idname = "lca.import_splats_ply"
     bl_label = "Import Gaussian Splats (.ply)"
@@ -293,15 +322,19 @@ class LCA_OT_import_splats_ply(bpy.types.Operator, ImportHelper):
     filename_ext = ".ply"
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        # Before 5.3 Blender has no splat primitive and its PLY importer makes a plain mesh.
-        if not native_splats.has_native_splats():
-            cls.poll_message_set("Blender 5.3 or newer reads Gaussian splats; import .lca avatars here")
-            return False
-        return True
-
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if native_splats.has_native_splats():
+            return self._import_natively()
+        from ..lca_blender.errors import AvatarError
+
+        try:
+            create_static_splats(context, self.filepath)
+        except AvatarError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+    def _import_natively(self) -> set[str]:
         before = set(bpy.data.objects)
         try:
             bpy.ops.wm.ply_import(filepath=self.filepath)
@@ -323,8 +356,7 @@ class LCA_OT_import_splats_ply(bpy.types.Operator, ImportHelper):
 
 def _import_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:
     menu.layout.operator(LCA_OT_import_avatar.bl_idname, text="LCA Avatar (.lca)")
-    if native_splats.has_native_splats():
-        menu.layout.operator(LCA_OT_import_splats_ply.bl_idname, text="Gaussian Splats (.ply)")
+    menu.layout.operator(LCA_OT_import_splats_ply.bl_idname, text="Gaussian Splats (.ply)")
 
 
 def _export_menu_entry(menu: bpy.types.Menu, context: bpy.types.Context) -> None:

@@ -17,6 +17,17 @@ def _preview_switched(settings: bpy.types.PropertyGroup, context: bpy.types.Cont
         update_previews(context.scene, context.evaluated_depsgraph_get(), [splats])
 
 
+def _look_changed(settings: bpy.types.PropertyGroup, context: bpy.types.Context) -> None:
+    # Splats that Blender renders itself take the look and sliders through their posing modifier;
+    # the relit look's colours are computed at once (the drawer applies all three itself).
+    from ..viewport.native_splats import apply_settings, renders_natively
+
+    splats = settings.id_data
+    if settings.is_splats and renders_natively(splats):
+        apply_settings(splats)
+        _preview_switched(settings, context)
+
+
 class LCA_PG_object(bpy.types.PropertyGroup):
     """Per-object settings. On `<name>_splats` meshes: the preview; on rigs and bodies: the avatar."""
 
@@ -30,12 +41,22 @@ class LCA_PG_object(bpy.types.PropertyGroup):
         default=True,
         update=_preview_switched,
     )
-    look: bpy.props.EnumProperty(name="Look", items=LOOK_ITEMS, default="CAPTURED")
+    look: bpy.props.EnumProperty(name="Look", items=LOOK_ITEMS, default="CAPTURED", update=_look_changed)
     splat_scale: bpy.props.FloatProperty(
-        name="Splat scale", description="Multiplies every splat's size", default=1.0, min=0.01, max=10.0
+        name="Splat scale",
+        description="Multiplies every splat's size",
+        default=1.0,
+        min=0.01,
+        max=10.0,
+        update=_look_changed,
     )
     opacity: bpy.props.FloatProperty(
-        name="Opacity", description="Multiplies every splat's opacity", default=1.0, min=0.0, max=1.0
+        name="Opacity",
+        description="Multiplies every splat's opacity",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+        update=_look_changed,
     )
 
 

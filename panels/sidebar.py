@@ -86,11 +86,13 @@ class LCA_PT_avatar(_SidebarPanel, bpy.types.Panel):
             return
         settings = splats.lca
         box = layout.box()
-        if renders_natively(splats):
+        native = renders_natively(splats)
+        if native:
             box.label(text="Blender draws and renders these splats", icon="SHADING_RENDERED")
         box.prop(settings, "preview", text=f"Preview {settings.avatar_name or splats.name}")
         column = box.column()
-        column.active = settings.preview
+        # Blender's own splats take the look and the sliders too (through their posing modifier).
+        column.active = settings.preview or native
         column.prop(settings, "look")
         column.prop(settings, "splat_scale", slider=True)
         column.prop(settings, "opacity", slider=True)

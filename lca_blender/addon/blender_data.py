@@ -14,12 +14,12 @@ With the body's rest mesh this is the whole avatar, so a .blend needs no .lca fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..avatar import OUTER_LAYER, GaussianAvatar, Rig
+from ..avatar import OUTER_LAYER, GaussianAvatar, Rig, Splats
 from ..errors import AvatarError
 from ..maths.deform import GaussianBinding, bind, pose_gaussians, triangle_frames
 from ..maths.rotations import bone_roll_towards, quaternion_multiply
@@ -132,11 +132,64 @@ def splat_attributes(
     binding = bind(avatar) if binding is None else binding
     # Posing on the rest mesh gives the rest means and scales (the rotations are the binding's).
     means, _, scales = pose_gaussians(binding, avatar.rig.vertices)
+    attributes = _gaussian_attributes(avatar.sh, avatar.opacities, scales, binding.rest_rotations)
+    attributes["triangle_id"] = avatar.triangle_ids
+    barycentric_rows = np.ascontiguousarray(avatar.barycentrics.T)
+    for corner in range(3):
+        attributes[f"bary_{corner}"] = barycentric_rows[corner]
+    attributes["normal_offset"] = avatar.normal_offsets
+    attributes["albedo"] = avatar.albedo
+    attributes["roughness"] = avatar.roughness
+    attributes["specular"] = avatar.specular
+    return means, _stored(attributes)
+
+
+def static_splat_attributes(splats: Splats) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The means [N, 3] and the 3DGS point attributes (as `splat_attributes`, without binding or
+    relighting appearance) of static splats, such as a .ply's: the mesh Blender before 5.3 holds
+    them in, which the viewport preview draws where the mesh object is."""
+    rotation_rows = np.ascontiguousarray(splats.rotations.T)
+    attributes = _gaussian_attributes(splats.sh, splats.opacities, splats.scales, rotation_rows)
+    return np.ascontiguousarray(splats.means, np.float32), _stored(attributes)
+
+
+def static_splats_from_attributes(means: np.ndarray, attributes: Mapping[str, np.ndarray]) -> Splats:
+    """The static splats of a mesh made by `static_splat_attributes`, in its object space."""
+    missing = [name for name in _GAUSSIAN_NAMES if name not in attributes]
+    if missing:
+        raise AvatarError(f"The splats lack the attributes {', '.join(missing)}; import the .ply again.")
+    rotations = np.stack([np.asarray(attributes[f"rot_{component}"]) for component in range(4)], 1)
+    log_scales = np.stack([np.asarray(attributes[f"scale_{axis}"], np.float64) for axis in range(3)], 1)
+    return Splats(
+        means=np.asarray(means, np.float32).reshape(-1, 3),
+        rotations=rotations.astype(np.float32),  # unit, as the .ply reader wrote them
+        scales=np.exp(log_scales).astype(np.float32),
+        opacities=_opacities_from_logits(attributes).astype(np.float32),
+        sh=_sh_from_attributes(attributes),
+    )
+
+
+# The 3DGS attributes every splats mesh has (the f_rest_* follow the SH degree).
+_GAUSSIAN_NAMES = (
+    *(f"f_dc_{channel}" for channel in range(3)),
+    "opacity",
+    *(f"scale_{axis}" for axis in range(3)),
+    *(f"rot_{component}" for component in range(4)),
+)
+
+
+def _gaussian_attributes(
+    sh: np.ndarray,  # [N, B, 3]
+    opacities: np.ndarray,  # [N] linear
+    scales: np.ndarray,  # [N, 3] standard deviations
+    rotation_rows: np.ndarray,  # [4, N] w, x, y, z
+) -> dict[str, np.ndarray]:
+    """The 3DGS attributes under 3DGS names and conventions (module docstring)."""
     # Each attribute is one contiguous row: transposing whole arrays once is far cheaper than
     # copying out 30 strided columns.
     log_scale_rows = np.log(scales.T)
-    opacities = np.clip(avatar.opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
-    sh_rows = np.ascontiguousarray(avatar.sh.transpose(2, 1, 0))  # [3, B, N]
+    clipped = np.clip(opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
+    sh_rows = np.ascontiguousarray(sh.transpose(2, 1, 0))  # [3, B, N]
 
     attributes: dict[str, np.ndarray] = {}
     for channel in range(3):
@@ -147,24 +200,39 @@ def splat_attributes(
         for coefficient in range(1, coefficients):
             rest_index = channel * (coefficients - 1) + coefficient - 1
             attributes[f"f_rest_{rest_index}"] = sh_rows[channel, coefficient]
-    attributes["opacity"] = np.log(opacities / (1.0 - opacities))
+    attributes["opacity"] = np.log(clipped / (1.0 - clipped))
     for axis in range(3):
         attributes[f"scale_{axis}"] = log_scale_rows[axis]
     for component in range(4):
-        attributes[f"rot_{component}"] = binding.rest_rotations[component]
-    attributes["triangle_id"] = avatar.triangle_ids
-    barycentric_rows = np.ascontiguousarray(avatar.barycentrics.T)
-    for corner in range(3):
-        attributes[f"bary_{corner}"] = barycentric_rows[corner]
-    attributes["normal_offset"] = avatar.normal_offsets
-    attributes["albedo"] = avatar.albedo
-    attributes["roughness"] = avatar.roughness
-    attributes["specular"] = avatar.specular
-    attributes = {
+        attributes[f"rot_{component}"] = rotation_rows[component]
+    return attributes
+
+
+def _stored(attributes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The attributes as the contiguous float32 / int32 arrays Blender's `foreach_set` copies."""
+    return {
         name: np.ascontiguousarray(values, np.int32 if values.dtype.kind == "i" else np.float32)
         for name, values in attributes.items()
     }
-    return means, attributes
+
+
+def _sh_from_attributes(attributes: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[N, B, 3] float32 SH from f_dc_* and the channel-major f_rest_*."""
+    rest_count = sum(1 for name in attributes if name.startswith("f_rest_"))
+    if rest_count % 3 or rest_count // 3 + 1 not in (1, 4, 9, 16):
+        raise AvatarError(f"The splats hold {rest_count} f_rest attributes; 3DGS uses 0, 9, 24 or 45.")
+    coefficients = rest_count // 3 + 1
+    count = np.asarray(attributes["f_dc_0"]).shape[0]
+    sh = np.empty((count, coefficients, 3), np.float32)
+    sh[:, 0, :] = np.stack([np.asarray(attributes[f"f_dc_{channel}"]) for channel in range(3)], axis=1)
+    if coefficients > 1:
+        rest_sh = np.stack([np.asarray(attributes[f"f_rest_{index}"]) for index in range(rest_count)], axis=1)
+        sh[:, 1:, :] = rest_sh.reshape(count, 3, coefficients - 1).transpose(0, 2, 1)
+    return sh
+
+
+def _opacities_from_logits(attributes: Mapping[str, np.ndarray]) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(attributes["opacity"], np.float64)))
 
 
 def avatar_from_attributes(
@@ -182,21 +250,12 @@ def avatar_from_attributes(
         )
     triangle_ids = np.asarray(attributes["triangle_id"], np.int32)
     count = triangle_ids.shape[0]
-    rest_count = sum(1 for name in attributes if name.startswith("f_rest_"))
-    if rest_count % 3 or rest_count // 3 + 1 not in (1, 4, 9, 16):
-        raise AvatarError(f"The splats hold {rest_count} f_rest attributes; 3DGS uses 0, 9, 24 or 45.")
-    coefficients = rest_count // 3 + 1
+    sh = _sh_from_attributes(attributes)
     if triangle_ids.size and (triangle_ids.min() < 0 or triangle_ids.max() >= rig.triangles.shape[0]):
         raise AvatarError("The splats refer to triangles the body mesh does not have.")
 
     def column(name: str) -> np.ndarray:
         return np.asarray(attributes[name], np.float64)
-
-    sh = np.empty((count, coefficients, 3), np.float32)
-    sh[:, 0, :] = np.stack([column(f"f_dc_{channel}") for channel in range(3)], axis=1)
-    if coefficients > 1:
-        rest_sh = np.stack([column(f"f_rest_{index}") for index in range(rest_count)], axis=1)
-        sh[:, 1:, :] = rest_sh.reshape(count, 3, coefficients - 1).transpose(0, 2, 1)
 
     frames = triangle_frames(rig.vertices, rig.triangles)
     world_rotations = np.stack([column(f"rot_{component}") for component in range(4)], axis=1)
@@ -205,7 +264,7 @@ def avatar_from_attributes(
     rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
     log_sizes = np.log(frames.sizes.astype(np.float64))[triangle_ids]
     log_scales = np.stack([column(f"scale_{axis}") for axis in range(3)], axis=1) - log_sizes[:, None]
-    opacities = 1.0 / (1.0 + np.exp(-column("opacity")))
+    opacities = _opacities_from_logits(attributes)
     return GaussianAvatar(
         rig=rig,
         triangle_ids=triangle_ids,
@@ -224,10 +283,7 @@ def avatar_from_attributes(
 
 def _required_names() -> list[str]:
     return [
-        *(f"f_dc_{channel}" for channel in range(3)),
-        "opacity",
-        *(f"scale_{axis}" for axis in range(3)),
-        *(f"rot_{component}" for component in range(4)),
+        *_GAUSSIAN_NAMES,
         "triangle_id",
         *(f"bary_{corner}" for corner in range(3)),
         "normal_offset",
@@ -267,3 +323,35 @@ def triangles_from_loops(loop_vertices: np.ndarray, loop_totals: np.ndarray) -> 
             "The body mesh must be all triangles, as imported; undo the edit that added other polygons."
         )
     return np.asarray(loop_vertices, np.int32).reshape(-1, 3)
+
+
+# Blender modifier types that move a mesh's vertices and keep its vertices, faces and corners: the
+# splats, bound to the body's vertices and corners by index, follow a body deformed by these.
+TOPOLOGY_KEEPING_MODIFIERS = frozenset(
+    {
+        "ARMATURE", "CAST", "CLOTH", "COLLISION", "CORRECTIVE_SMOOTH", "CURVE", "DATA_TRANSFER",
+        "DISPLACE", "DYNAMIC_PAINT", "HOOK", "LAPLACIANDEFORM", "LAPLACIANSMOOTH", "LATTICE",
+        "MESH_CACHE", "MESH_DEFORM", "MESH_SEQUENCE_CACHE", "NORMAL_EDIT", "SHRINKWRAP", "SIMPLE_DEFORM",
+        "SMOOTH", "SOFT_BODY", "SURFACE", "SURFACE_DEFORM", "UV_PROJECT", "UV_WARP", "VERTEX_WEIGHT_EDIT",
+        "VERTEX_WEIGHT_MIX", "VERTEX_WEIGHT_PROXIMITY", "WARP", "WAVE", "WEIGHTED_NORMAL",
+    }
+)  # fmt: skip
+
+
+def topology_change(
+    body_name: str,
+    rest_counts: tuple[int, int],  # (vertices, corners) of the body's own mesh
+    evaluated_counts: tuple[int, int],  # the same after its modifiers
+    modifiers: Sequence[tuple[str, str]],  # (name, Blender type) of the modifiers enabled on the body
+) -> str | None:
+    """Why splats cannot follow a body whose modifiers changed its topology, for the artist; None
+    when the evaluated body has the vertices and corners the splats are bound to."""
+    if tuple(evaluated_counts) == tuple(rest_counts):
+        return None
+    culprits = [f"'{name}'" for name, kind in modifiers if kind not in TOPOLOGY_KEEPING_MODIFIERS]
+    which = f"disable {', '.join(culprits)}" if culprits else "disable the modifiers that change it"
+    return (
+        f"'{body_name}' has {evaluated_counts[0]} vertices and {evaluated_counts[1]} corners after its "
+        f"modifiers, its splats need {rest_counts[0]} and {rest_counts[1]}: {which} (subdivision, "
+        "remesh, decimate and other modifiers that change the topology)."
+    )

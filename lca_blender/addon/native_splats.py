@@ -3,16 +3,21 @@
 Blender 5.3 renders a PointCloud of type 'GAUSSIAN_SPLAT' from these point attributes, as its own
 3DGS `.ply` importer writes them (checked in bpy 5.3.0):
 - `position`; `rotation` (QUATERNION, w x y z); `scale` (linear standard deviations);
-- `radiance:base` (FLOAT4): the degree-0 spherical-harmonic coefficient of each channel (3DGS's
-  f_dc_0..2, not a colour) and the linear opacity;
+- `radiance:base` (FLOAT4; a FLOAT_COLOR of the same name renders the same): the degree-0
+  spherical-harmonic coefficient of each channel (3DGS's f_dc_0..2, not a colour) and the linear
+  opacity; Blender shows the colour srgb_to_linear(0.5 + SH_C0 * coefficient), above 1 too;
 - `radiance:sh_{k}` (FLOAT_VECTOR), k = 0 .. B-2: the RGB of SH coefficient k + 1.
 
 An imported avatar's splats mesh keeps its 3DGS attributes and binding (`blender_data`); on 5.3 it
-also carries `radiance:base` and, for the Geometry Nodes group that poses the Gaussians on the
-body's evaluated triangles (mean = barycentric point + offset * normal, rotation = triangle frame
-* local rotation, scale = scale factor * triangle size, as `deform` does):
+also carries, for the Geometry Nodes group that poses the Gaussians on the body's evaluated
+triangles (mean = barycentric point + offset * normal, rotation = triangle frame * local rotation,
+scale = scale factor * triangle size, as `deform` does) and makes their radiance:
 - `lca_local_rotation` (QUATERNION): each Gaussian's rotation in its triangle's frame;
-- `lca_scale_factor` (FLOAT_VECTOR): exp(log-scale), its scale per unit of triangle size.
+- `lca_scale_factor` (FLOAT_VECTOR): exp(log-scale), its scale per unit of triangle size;
+- `lca_relit_base` (FLOAT_VECTOR), written by the add-on while the look is "relit": the degree-0
+  coefficients of the relit colours (`relit_coefficients`), which replace the captured SH.
+The group's radiance: `radiance:base` = (f_dc_0..2, or `lca_relit_base` when relit;
+clamp(sigmoid(opacity) * the opacity slider, 0, 1)), the higher SH zero when relit.
 """
 
 from __future__ import annotations
@@ -20,18 +25,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..avatar import GaussianAvatar
+from ..maths.colour import linear_to_srgb
+from ..maths.sh import SH_C0
 
 RADIANCE_BASE = "radiance:base"
 LOCAL_ROTATION = "lca_local_rotation"
 SCALE_FACTOR = "lca_scale_factor"
+RELIT_BASE = "lca_relit_base"
 
 
-def radiance_base(sh: np.ndarray, opacities: np.ndarray) -> np.ndarray:
-    """[N, 4] float32 `radiance:base`: the degree-0 coefficients of `sh` [N, B, 3] and `opacities` [N]."""
-    base = np.empty((sh.shape[0], 4), np.float32)
-    base[:, :3] = sh[:, 0, :]
-    base[:, 3] = opacities
-    return base
+def relit_coefficients(colors: np.ndarray) -> np.ndarray:
+    """[N, 3] float32 degree-0 SH coefficients that Blender renders as the linear `colors` [N, 3]
+    (negative colours, which no light makes, become black)."""
+    display = linear_to_srgb(np.maximum(np.asarray(colors, np.float64), 0.0))
+    return ((display - 0.5) / SH_C0).astype(np.float32)
 
 
 def sh_sources(coefficients: int) -> list[tuple[str, tuple[str, str, str]]]:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
@@ -301,3 +302,61 @@ def sidebar_labels(enabled_extension: ModuleType, active: bpy.types.Object) -> l
     context = SimpleNamespace(scene=bpy.context.scene, active_object=active)
     sidebar.LCA_PT_avatar.draw(SimpleNamespace(layout=layout), context)
     return layout.labels
+
+
+# Runs in the engine's environment (torch): the engine's renderer on the Gaussians and camera of a
+# test, in each look asked for: "captured" (the SH seen from the camera, sRGB, made linear as
+# Blender shows them) or "relit" (the given linear colours `relit`).
+_ENGINE_REFERENCE_SCRIPT = """
+import sys
+import numpy as np
+import torch
+from lca_blender.maths.colour import srgb_to_linear
+from lca_blender.maths.sh_torch import sh_to_color
+from lca_blender.render import render
+
+scene = np.load(sys.argv[1])
+looks = sys.argv[3].split(",")
+t = {key: torch.from_numpy(np.asarray(scene[key], np.float64)) for key in scene.files}
+viewmat, K = t["viewmat"][None], t["K"][None]
+width, height = int(scene["size"][0]), int(scene["size"][1])
+degree = int(round(t["sh"].shape[1] ** 0.5)) - 1
+images = {}
+for look in looks:
+    if look == "relit":
+        colors = t["relit"]
+    else:
+        centre = -viewmat[0, :3, :3].T @ viewmat[0, :3, 3]
+        directions = t["means"] - centre
+        directions = directions / directions.norm(dim=1, keepdim=True)
+        colors = torch.from_numpy(srgb_to_linear(sh_to_color(t["sh"], directions, degree).numpy()))
+    result = render(t["means"], t["quats"], t["scales"], t["opacities"], colors, viewmat, K, width, height,
+                    backend="torch")
+    images[look] = torch.cat([result.color, result.alpha], -1)[0].numpy()
+np.savez(sys.argv[2], **images)
+"""
+
+
+def engine_reference(
+    folder: Path, arrays: dict[str, np.ndarray], looks: tuple[str, ...] = ("captured",)
+) -> dict[str, np.ndarray]:
+    """[H, W, 4] linear premultiplied RGBA images of the engine's renderer, one per look, of the
+    Gaussians `arrays` (means, quats, scales, opacities, sh, and relit for the relit look) seen by
+    the OpenCV camera viewmat, K at size (width, height); skips when the engine is not set up."""
+    if not ENGINE_PYTHON.exists():
+        pytest.skip("the engine's environment (.venv, with torch) is not set up")
+    scene_file, output = folder / "scene.npz", folder / "reference.npz"
+    np.savez(scene_file, **arrays)
+    result = subprocess.run(
+        [str(ENGINE_PYTHON), "-c", textwrap.dedent(_ENGINE_REFERENCE_SCRIPT), str(scene_file), str(output),
+         ",".join(looks)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env={key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")},
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(output) as reference:
+        return {key: reference[key] for key in reference.files}

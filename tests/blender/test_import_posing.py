@@ -428,3 +428,78 @@ def test_an_outer_layer_poses_with_the_armature_and_has_its_vertex_group(
     np.testing.assert_allclose(posed, expected, atol=1e-4)
     on_outer = (avatar.rig.vertex_layers == 1)[avatar.rig.triangles[avatar.triangle_ids]].all(axis=1)
     assert on_outer.sum() > 100
+
+
+def _written_ply(core: ModuleType, path: Path, count: int = 500) -> object:
+    """Random degree-3 splats written as a 3DGS .ply at `path`; returns them as read back."""
+    rng = np.random.default_rng(11)
+    rotations = rng.normal(size=(count, 4))
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    splats = core_module(core, "avatar").Splats(
+        means=rng.uniform(-1, 1, size=(count, 3)).astype(np.float32),
+        rotations=rotations.astype(np.float32),
+        scales=rng.uniform(0.005, 0.05, size=(count, 3)).astype(np.float32),
+        opacities=rng.uniform(0.05, 0.95, count).astype(np.float32),
+        sh=rng.normal(0, 0.3, size=(count, 16, 3)).astype(np.float32),
+    )
+    ply = core_module(core, "formats.ply")
+    ply.write_ply(path, splats)
+    return ply.read_ply(path)
+
+
+def test_a_splat_ply_becomes_a_mesh_the_preview_draws_where_its_object_is(
+    enabled_extension: ModuleType, core: ModuleType, tmp_path: Path
+) -> None:
+    # Before 5.3 the import operator makes this mesh (from 5.3 Blender's own importer makes a native
+    # splat object instead, test_native_splats.py); the function is the same on every Blender.
+    import_export = core_module(enabled_extension, "operators.import_export")
+    written = _written_ply(core, tmp_path / "statue.ply")
+    statue = import_export.create_static_splats(bpy.context, str(tmp_path / "statue.ply"))
+    assert statue.type == "MESH" and statue.lca.is_splats and bpy.context.view_layer.objects.active == statue
+    preview = _preview(statue, enabled_extension)
+    np.testing.assert_array_equal(preview.means, written.means)
+    np.testing.assert_allclose(preview.rotations, written.rotations, atol=1e-7)
+    np.testing.assert_allclose(preview.scales, written.scales, rtol=1e-6)
+    np.testing.assert_allclose(preview.opacities, written.opacities, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(preview.sh, written.sh)
+    assert not [icon for _, icon in sidebar_labels(enabled_extension, statue) if icon == "ERROR"]
+
+    # Moved, turned and scaled: the preview follows the object.
+    statue.location, statue.rotation_euler, statue.scale = (1.0, 2.0, 0.5), (0.3, 0.0, 1.2), (2.0, 2.0, 2.0)
+    bpy.context.scene.frame_set(2)
+    matrix = np.array(statue.matrix_world, np.float64)
+    turn = np.array(statue.matrix_world.to_quaternion(), np.float64)
+    rotations = core_module(core, "maths.rotations").quaternion_multiply(
+        turn, written.rotations.astype(np.float64)
+    )
+    moved = _preview(statue, enabled_extension)
+    np.testing.assert_allclose(moved.means, written.means @ matrix[:3, :3].T + matrix[:3, 3], atol=1e-5)
+    same_sign = np.sign(np.sum(moved.rotations * rotations, axis=1, keepdims=True))
+    np.testing.assert_allclose(moved.rotations * same_sign, rotations, atol=1e-6)
+    np.testing.assert_allclose(moved.scales, written.scales * 2.0, rtol=1e-6)
+
+    # The posed-splats export writes them as they are shown.
+    exported = tmp_path / "moved.ply"
+    assert bpy.ops.lca.export_posed_ply(filepath=str(exported)) == {"FINISHED"}
+    np.testing.assert_allclose(
+        core_module(core, "formats.ply").read_ply(exported).means, moved.means, atol=1e-6
+    )
+
+
+@pytest.mark.skipif(bpy.app.version >= (5, 3, 0), reason="from 5.3 Blender's own importer reads the .ply")
+def test_the_ply_import_operator_makes_the_previewed_mesh_before_5_3(
+    enabled_extension: ModuleType, core: ModuleType, tmp_path: Path
+) -> None:
+    written = _written_ply(core, tmp_path / "scan.ply", count=50)
+    assert bpy.ops.lca.import_splats_ply(filepath=str(tmp_path / "scan.ply")) == {"FINISHED"}
+    np.testing.assert_array_equal(_preview(bpy.data.objects["scan"], enabled_extension).means, written.means)
+
+    mesh_ply = tmp_path / "triangle.ply"
+    mesh_ply.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+    )
+    before = set(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="triangle.ply"):
+        bpy.ops.lca.import_splats_ply(filepath=str(mesh_ply))
+    assert set(bpy.data.objects) == before

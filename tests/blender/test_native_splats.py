@@ -21,7 +21,14 @@ from types import ModuleType
 import bpy
 import numpy as np
 import pytest
-from conftest import ENGINE_PYTHON, GAUSSIAN_COUNT, REPO_ROOT, blender_pose, core_module, sidebar_labels
+from conftest import (
+    GAUSSIAN_COUNT,
+    REPO_ROOT,
+    blender_pose,
+    core_module,
+    engine_reference,
+    sidebar_labels,
+)
 
 pytestmark = pytest.mark.skipif(
     bpy.app.version < (5, 3, 0), reason="Blender renders Gaussian splats natively from 5.3"
@@ -33,30 +40,6 @@ SIDE_BY_SIDE_PNG = REPO_ROOT / ".cache" / "blender-home" / "native_splats_cycles
 WIDTH = HEIGHT = 80
 SUPERSAMPLING = 4  # the engine's image is rendered this much finer and averaged over each pixel
 MIN_PSNR_DB = 25.0
-
-# Runs in the engine's environment (torch): the engine's renderer on the posed Gaussians, with the
-# captured look's colours (the SH seen from the camera, sRGB, made linear as Blender renders them).
-_REFERENCE_SCRIPT = """
-import sys
-import numpy as np
-import torch
-from lca_blender.maths.colour import srgb_to_linear
-from lca_blender.maths.sh_torch import sh_to_color
-from lca_blender.render import render
-
-scene = np.load(sys.argv[1])
-t = {key: torch.from_numpy(np.asarray(scene[key], np.float64)) for key in scene.files}
-viewmat, K = t["viewmat"][None], t["K"][None]
-width, height = int(scene["size"][0]), int(scene["size"][1])
-centre = -viewmat[0, :3, :3].T @ viewmat[0, :3, 3]
-directions = t["means"] - centre
-directions = directions / directions.norm(dim=1, keepdim=True)
-degree = int(round(t["sh"].shape[1] ** 0.5)) - 1
-linear = torch.from_numpy(srgb_to_linear(sh_to_color(t["sh"], directions, degree).numpy()))
-result = render(t["means"], t["quats"], t["scales"], t["opacities"], linear, viewmat, K, width, height,
-                backend="torch")
-np.save(sys.argv[2], torch.cat([result.color, result.alpha], -1)[0].numpy())
-"""
 
 # Runs in a fresh Blender that has never heard of the extension: opens the saved file, reads the
 # evaluated splats at each frame and renders each frame with Cycles (what `blender -b file -a` does).
@@ -106,7 +89,7 @@ def _point_cloud_arrays(
     arrays = {}
     for name, width in names.items():
         attribute = cloud.attributes[name]
-        field = "value" if attribute.data_type == "QUATERNION" else "vector"
+        field = {"QUATERNION": "value", "FLOAT_COLOR": "color"}.get(attribute.data_type, "vector")
         values = np.empty(len(cloud.points) * width, np.float32)
         attribute.data.foreach_get(field, values)
         arrays[name] = values.reshape(-1, width)
@@ -176,7 +159,8 @@ def test_import_makes_a_native_splat_object_with_the_avatars_look(
     cloud_type, arrays = _point_cloud_arrays(splats, names)
     assert cloud_type == "GAUSSIAN_SPLAT" and arrays["position"].shape == (GAUSSIAN_COUNT, 3)
     np.testing.assert_array_equal(arrays["radiance:base"][:, :3], avatar.sh[:, 0])
-    np.testing.assert_array_equal(arrays["radiance:base"][:, 3], avatar.opacities)
+    # The mesh keeps 3DGS's logit of the opacity; the group turns it back (float32).
+    np.testing.assert_allclose(arrays["radiance:base"][:, 3], avatar.opacities, atol=1e-6)
     for k in range(coefficients - 1):
         np.testing.assert_array_equal(arrays[f"radiance:sh_{k}"], avatar.sh[:, k + 1])
     at_rest = core_module(core, "maths.deform").pose_avatar(avatar)
@@ -257,23 +241,6 @@ def test_a_saved_file_renders_posed_in_a_blender_without_the_extension(
         assert rendered["type"] == "GAUSSIAN_SPLAT" and rendered["alpha"] > 0.05, rendered
 
 
-def _engine_reference(tmp_path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    if not ENGINE_PYTHON.exists():
-        pytest.skip("the engine's environment (.venv, with torch) is not set up")
-    scene_file, output = tmp_path / "scene.npz", tmp_path / "reference.npy"
-    np.savez(scene_file, **arrays)
-    result = subprocess.run(
-        [str(ENGINE_PYTHON), "-c", textwrap.dedent(_REFERENCE_SCRIPT), str(scene_file), str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env={key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(output)
-
-
 def _render_linear(scene: bpy.types.Scene, path: Path) -> np.ndarray:
     """[H, W, 4] scene-linear premultiplied RGBA of a Cycles render, top row first."""
     scene.render.filepath = str(path)
@@ -346,11 +313,11 @@ def test_cycles_renders_the_posed_avatar_as_the_engine_does_and_meshes_in_front_
     viewmat, K = core_module(core, "maths.projection").opencv_camera(
         view, projection, fine_width, fine_height
     )
-    fine = _engine_reference(
+    fine = engine_reference(
         tmp_path,
         {"means": posed.means, "quats": posed.rotations, "scales": posed.scales, "opacities": posed.opacities,
          "sh": posed.sh, "viewmat": viewmat, "K": K, "size": np.array([fine_width, fine_height])},
-    )  # fmt: skip
+    )["captured"]  # fmt: skip
     reference = fine.reshape(HEIGHT, SUPERSAMPLING, WIDTH, SUPERSAMPLING, 4).mean(axis=(1, 3))
     _save_side_by_side(cycles, reference, core_module(core, "maths.colour"))
 
@@ -417,3 +384,138 @@ def test_render_frames_leaves_natively_rendered_splats_to_blender(
     assert native_splats.renders_natively(splats)
     splats.modifiers[MODIFIER].show_render = False
     assert not native_splats.renders_natively(splats)
+
+
+def _light(
+    scene: bpy.types.Scene, kind: str, location, rotation, energy: float, **settings
+) -> bpy.types.Object:
+    data = bpy.data.lights.new(f"relit {kind.lower()}", kind)
+    data.energy = energy
+    for key, value in settings.items():
+        setattr(data, key, value)
+    light = bpy.data.objects.new(data.name, data)
+    light.location, light.rotation_euler = location, rotation
+    scene.collection.objects.link(light)
+    return light
+
+
+def _world_colour(scene: bpy.types.Scene, color: tuple[float, float, float]) -> None:
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("relit world")
+    if bpy.app.version < (5, 0, 0):
+        scene.world.use_nodes = True
+    background = next(node for node in scene.world.node_tree.nodes if node.type == "BACKGROUND")
+    background.inputs["Color"].default_value = (*color, 1.0)
+    background.inputs["Strength"].default_value = 1.0
+
+
+def _expected_relit(core, avatar, rig, lights, world_color, eye) -> tuple[object, np.ndarray]:
+    """The core's posed splats (world space) and their relit colours under `lights` (Blender light
+    objects, converted here from their settings) and a uniform world, seen from `eye`."""
+    lights_module = core_module(core, "maths.lights")
+    converted = []
+    for light in lights:
+        matrix = np.array(light.matrix_world, np.float64)
+        if light.data.type == "SUN":
+            converted.append(
+                lights_module.SunLight(tuple(-matrix[:3, 2]), tuple(light.data.color), light.data.energy)
+            )
+        else:
+            converted.append(lights_module.PointLight(
+                tuple(matrix[:3, 3]), tuple(light.data.color), light.data.energy, light.data.shadow_soft_size
+            ))  # fmt: skip
+    lighting = lights_module.Lighting(lights_module.AmbientSH.uniform(world_color, 1.0), tuple(converted))
+    posed = core_module(core, "maths.deform").pose_avatar(avatar, blender_pose(core, rig, avatar.rig))
+    matrix = np.array(rig.matrix_world, np.float64)
+    world = core_module(core, "avatar").Splats(
+        means=(posed.means @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.float32),
+        rotations=_world_rotations(rig.matrix_world, posed.rotations, core).astype(np.float32),
+        scales=posed.scales,
+        opacities=posed.opacities,
+        sh=posed.sh,
+    )
+    return world, core_module(core, "maths.shading").relight_splats(avatar, world, lighting, eye)
+
+
+def _shown_colours(base: np.ndarray, core: ModuleType) -> np.ndarray:
+    """The linear colours Blender shows for `radiance:base` degree-0 coefficients [N, 3]."""
+    sh_c0 = core_module(core, "maths.sh").SH_C0
+    return core_module(core, "maths.colour").srgb_to_linear(0.5 + sh_c0 * base.astype(np.float64))
+
+
+def test_the_relit_look_and_the_sliders_reach_native_splats(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    avatar = core_module(core, "formats.lca").read_avatar(sample_lca)
+    rig, body, splats = _import(sample_lca)
+    rig.location, rig.rotation_euler = (0.3, 0.1, 0.0), (0.0, 0.0, 0.4)
+    rig.pose.bones[ARM].rotation_quaternion = (math.cos(0.3), 0.0, 0.0, math.sin(0.3))
+    scene = bpy.context.scene
+    for obj in scene.objects:  # the start-up scene's light is not part of this test's lighting
+        if obj.type == "LIGHT":
+            obj.hide_render = True
+    sun = _light(scene, "SUN", (0, 0, 5), (math.radians(50), 0, math.radians(30)), 3.0, color=(1.0, 0.9, 0.8))
+    point = _light(scene, "POINT", (1.0, -1.5, 1.6), (0, 0, 0), 200.0, shadow_soft_size=0.1)
+    world_color = (0.05, 0.06, 0.08)
+    _world_colour(scene, world_color)
+    camera = bpy.data.objects.new("relit camera", bpy.data.cameras.new("relit camera"))
+    scene.collection.objects.link(camera)
+    camera.location = (0.2, -3.0, 1.2)
+    scene.camera = camera
+
+    settings = splats.lca
+    settings.look, settings.splat_scale, settings.opacity = "RELIT", 1.5, 0.6
+    scene.frame_set(1)
+    coefficients = avatar.sh.shape[1]
+    names = {"scale": 3, "radiance:base": 4, **_sh_names(coefficients)}
+    _, arrays = _point_cloud_arrays(splats, names)
+    world, relit = _expected_relit(core, avatar, rig, [sun, point], world_color, np.array(camera.location))
+    assert relit.max() > 0.3, "the lights should light the avatar up"
+    # Posing in Blender agrees with the core within 1e-4 m and rad: colours within 5e-4 (8e-5 measured).
+    np.testing.assert_allclose(_shown_colours(arrays["radiance:base"][:, :3], core), relit, atol=5e-4)
+    for k in range(coefficients - 1):
+        assert not arrays[f"radiance:sh_{k}"].any(), "the relit look is view-independent"
+    np.testing.assert_allclose(arrays["scale"], world.scales * 1.5, atol=2e-4)
+    np.testing.assert_allclose(
+        arrays["radiance:base"][:, 3], np.clip(avatar.opacities * 0.6, 0, 1), atol=1e-6
+    )
+
+    # A brighter sun relights the splats at the next update, as a light moved in the viewport does.
+    sun.data.energy = 6.0
+    bpy.context.view_layer.update()
+    _, arrays = _point_cloud_arrays(splats, {"radiance:base": 4})
+    _, brighter = _expected_relit(core, avatar, rig, [sun, point], world_color, np.array(camera.location))
+    np.testing.assert_allclose(_shown_colours(arrays["radiance:base"][:, :3], core), brighter, atol=5e-4)
+
+    settings.look, settings.splat_scale, settings.opacity = "CAPTURED", 1.0, 1.0
+    _, arrays = _point_cloud_arrays(splats, names)
+    np.testing.assert_array_equal(arrays["radiance:base"][:, :3], avatar.sh[:, 0])
+    np.testing.assert_allclose(arrays["radiance:base"][:, 3], avatar.opacities, atol=1e-6)
+    np.testing.assert_array_equal(arrays["radiance:sh_0"], avatar.sh[:, 1])
+    np.testing.assert_allclose(arrays["scale"], world.scales, atol=1e-4)
+
+
+def test_a_modifier_that_changes_the_bodys_topology_hides_the_splats_and_says_why(
+    enabled_extension: ModuleType, core: ModuleType, sample_lca: Path
+) -> None:
+    state = core_module(enabled_extension, "viewport.state")
+    rig, body, splats = _import(sample_lca)
+    scene = bpy.context.scene
+    # A Decimate above the Armature modifier: fewer vertices, so corners no longer match the binding.
+    decimate = body.modifiers.new("Lighter body", "DECIMATE")
+    decimate.ratio = 0.5
+    body.modifiers.move(len(body.modifiers) - 1, 0)
+    scene.frame_set(2)
+    geometry = splats.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    assert geometry.pointcloud is None, "no splats rather than splats on the wrong triangles"
+    message = state.posing_error(splats.name)
+    assert message is not None and f"'{body.name}' has" in message and "'Lighter body'" in message
+    assert "'Armature'" not in message, "the Armature modifier keeps the topology"
+    labels = sidebar_labels(enabled_extension, rig)
+    assert ("The splats stopped following the body:", "ERROR") in labels
+
+    body.modifiers.remove(decimate)
+    scene.frame_set(3)
+    assert state.posing_error(splats.name) is None
+    _, arrays = _point_cloud_arrays(splats, {"position": 3})
+    assert arrays["position"].shape == (GAUSSIAN_COUNT, 3)

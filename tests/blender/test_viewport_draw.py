@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -15,9 +14,8 @@ from types import ModuleType, SimpleNamespace
 import bpy
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, engine_reference
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENGINE_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 PARITY_PNG = REPO_ROOT / ".cache" / "blender-home" / "viewport_parity.png"
 WIDTH, HEIGHT = 160, 120
 # The GPU draw (float32) against the engine's renderer (float64), in linear RGBA: 8e-6 was measured
@@ -32,34 +30,6 @@ scene.render.resolution_x = scene.render.resolution_y = 8
 bpy.ops.render.render(write_still=False)
 offscreen = gpu.types.GPUOffScreen(4, 4)
 offscreen.free()
-"""
-
-# Runs in the engine's environment (torch): the engine's renderer on the same Gaussians and camera.
-_REFERENCE_SCRIPT = """
-import sys
-import numpy as np
-import torch
-from lca_blender.maths.colour import srgb_to_linear
-from lca_blender.maths.sh_torch import sh_to_color
-from lca_blender.render import render
-
-scene = np.load(sys.argv[1])
-t = {key: torch.from_numpy(np.asarray(scene[key], np.float64)) for key in scene.files}
-viewmat, K = t["viewmat"][None], t["K"][None]
-width, height = int(scene["size"][0]), int(scene["size"][1])
-centre = -viewmat[0, :3, :3].T @ viewmat[0, :3, 3]
-directions = t["means"] - centre
-directions = directions / directions.norm(dim=1, keepdim=True)
-linear = torch.from_numpy(srgb_to_linear(sh_to_color(t["sh"], directions, 3).numpy()))
-images = {}
-for name, colors in (("captured", linear), ("relit", t["relit"])):
-    result = render(t["means"], t["quats"], t["scales"], t["opacities"], colors, viewmat, K, width, height,
-                    backend="torch")
-    images[name] = torch.cat([result.color, result.alpha], -1)[0].numpy()
-result = render(t["means"], t["quats"], t["scales"], t["opacities"], t["sh"], viewmat, K, width, height,
-                sh_degree=3, backend="torch")
-images["captured_display"] = torch.cat([result.color, result.alpha], -1)[0].numpy()
-np.savez(sys.argv[2], **images)
 """
 
 
@@ -172,24 +142,6 @@ def _lit_scene(scene: bpy.types.Scene) -> None:
     bpy.context.view_layer.update()
 
 
-def _engine_reference(tmp_path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if not ENGINE_PYTHON.exists():
-        pytest.skip("the engine's environment (.venv, with torch) is not set up")
-    scene_file, output = tmp_path / "scene.npz", tmp_path / "reference.npz"
-    np.savez(scene_file, **arrays)
-    result = subprocess.run(
-        [str(ENGINE_PYTHON), "-c", textwrap.dedent(_REFERENCE_SCRIPT), str(scene_file), str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env={key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with np.load(output) as reference:
-        return {key: reference[key] for key in reference.files}
-
-
 def _save_side_by_side(rows: list[tuple[np.ndarray, np.ndarray]], colour: ModuleType) -> None:
     """Display-encoded images over grey, each row: the offscreen draw | the engine's reference."""
     tiles = []
@@ -243,13 +195,14 @@ def test_offscreen_draw_matches_the_engine_renderer(addon: dict[str, ModuleType]
         preview.specular, lighting,
     )  # fmt: skip
     viewmat, K = projection_maths.opencv_camera(view, projection, WIDTH, HEIGHT)
-    reference = _engine_reference(
+    reference = engine_reference(
         tmp_path,
         {
             "means": preview.means, "quats": preview.rotations, "scales": preview.scales,
             "opacities": preview.opacities, "sh": preview.sh, "relit": relit, "viewmat": viewmat, "K": K,
             "size": np.array([WIDTH, HEIGHT]),
         },
+        looks=("captured", "relit"),
     )  # fmt: skip
     _save_side_by_side(
         [(images["CAPTURED"], reference["captured"]), (images["RELIT"], reference["relit"])], colour
@@ -584,10 +537,10 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def test_render_frames_draws_an_imported_avatar_and_obeys_its_render_switch(
-    addon: dict[str, ModuleType], sample_lca: Path, tmp_path: Path
+    addon: dict[str, ModuleType], core: ModuleType, sample_lca: Path, tmp_path: Path
 ) -> None:
     """An imported avatar appears in final frames; Cycles itself draws nothing for its points mesh;
-    switching the splats object off for renders leaves them out."""
+    switching the splats object off for renders leaves them out (`core` removes the avatar after)."""
     scene = bpy.context.scene
     for obj in scene.objects:
         if obj.type == "MESH":

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from rig_builders import make_tube_rig, random_avatar
+from test_ply import assert_splats_close, random_splats
 
 from lca_blender.addon.blender_data import (
     avatar_from_attributes,
@@ -11,7 +12,10 @@ from lca_blender.addon.blender_data import (
     mesh_arrays,
     shape_key_coordinates,
     splat_attributes,
+    static_splat_attributes,
+    static_splats_from_attributes,
     surface_rig,
+    topology_change,
     triangles_from_loops,
 )
 from lca_blender.errors import AvatarError
@@ -134,3 +138,34 @@ def test_outward_signs_follow_the_shading_rule(avatar):
     reference = np.where(local_axes[np.arange(len(thinnest)), 2, thinnest] < 0, -1.0, 1.0)
     np.testing.assert_array_equal(outward_signs(avatar), reference)
     assert outward_signs(avatar).dtype == np.float32 and {-1.0, 1.0} == set(np.unique(outward_signs(avatar)))
+
+
+@pytest.mark.parametrize("coefficients", [1, 16])
+def test_static_splats_round_trip_through_their_attributes(coefficients):
+    splats = random_splats(300, coefficients, seed=4)
+    means, attributes = static_splat_attributes(splats)
+    # The same 3DGS names and conventions as an avatar's splats mesh (and a .ply), nothing more.
+    _, avatar_attributes = splat_attributes(random_avatar(make_tube_rig(), 10, seed=1, sh_degree=3))
+    expected_names = {
+        name for name in avatar_attributes if name.startswith(("f_", "opacity", "scale_", "rot_"))
+    }
+    if coefficients == 1:
+        expected_names = {name for name in expected_names if not name.startswith("f_rest_")}
+    assert set(attributes) == expected_names
+    assert all(values.dtype == np.float32 and values.flags.c_contiguous for values in attributes.values())
+    assert_splats_close(static_splats_from_attributes(means, attributes), splats)
+    del attributes["rot_2"]
+    with pytest.raises(AvatarError, match="rot_2"):
+        static_splats_from_attributes(means, attributes)
+
+
+def test_a_topology_change_names_the_modifiers_that_make_it():
+    modifiers = [("Lighter", "DECIMATE"), ("Armature", "ARMATURE"), ("Smooth", "CORRECTIVE_SMOOTH")]
+    assert topology_change("body", (10, 48), (10, 48), modifiers) is None
+    message = topology_change("body", (10, 48), (6, 24), modifiers)
+    assert message.startswith(
+        "'body' has 6 vertices and 24 corners after its modifiers, its splats need 10 and 48"
+    )
+    assert "disable 'Lighter' (" in message and "Armature" not in message and "Smooth" not in message
+    # A change the listed types cannot explain (a Geometry Nodes modifier may keep or change it).
+    assert "disable the modifiers that change it" in topology_change("body", (10, 48), (10, 60), [])

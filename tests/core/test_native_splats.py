@@ -8,19 +8,24 @@ from lca_blender.addon.native_splats import (
     LOCAL_ROTATION,
     SCALE_FACTOR,
     binding_attributes,
-    radiance_base,
+    relit_coefficients,
     sh_sources,
 )
 from lca_blender.avatar import Pose
+from lca_blender.maths.colour import srgb_to_linear
 from lca_blender.maths.deform import bind, pose_gaussians, pose_vertices, triangle_frames
 from lca_blender.maths.rotations import quaternion_multiply
+from lca_blender.maths.sh import SH_C0
 
 
-def test_radiance_base_holds_the_degree_zero_coefficients_and_linear_opacity(tube_avatar):
-    base = radiance_base(tube_avatar.sh, tube_avatar.opacities)
-    assert base.dtype == np.float32 and base.shape == (tube_avatar.gaussian_count, 4)
-    np.testing.assert_array_equal(base[:, :3], tube_avatar.sh[:, 0])
-    np.testing.assert_array_equal(base[:, 3], tube_avatar.opacities)
+def test_relit_coefficients_are_the_colours_blender_shows():
+    # Blender shows a splat's degree-0 coefficient c as srgb_to_linear(0.5 + SH_C0 c), above 1 too
+    # (checked in a Cycles render of 5.3.0); light never makes a negative colour: those are black.
+    colours = np.array([[0.0, 0.2, 1.0], [0.002, 2.5, 0.6], [-0.3, 0.5, 7.0]])
+    coefficients = relit_coefficients(colours)
+    assert coefficients.dtype == np.float32 and coefficients.shape == (3, 3)
+    shown = srgb_to_linear(0.5 + SH_C0 * coefficients.astype(np.float64))
+    np.testing.assert_allclose(shown, np.maximum(colours, 0.0), rtol=1e-6, atol=1e-7)
 
 
 def test_sh_sources_rebuild_every_higher_coefficient_from_the_splats_mesh(tube_avatar):
