@@ -9,6 +9,6 @@ only in the engine.
 
 __version__ = "0.1.0"
 
-BLENDER_LOADED_PACKAGES = ("maths", "formats", "addon")
+BLENDER_LOADED_PACKAGES = ("maths", "formats", "addon", "batch")
 ENGINE_ONLY_MODULES = ("cli",)
 TORCH_TWIN_SUFFIX = "_torch"

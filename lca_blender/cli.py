@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(commands)
     _add_animate(commands)
     _add_build(commands)
+    _add_batch(commands)
     return parser
 
 
@@ -298,6 +299,24 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", type=Path, metavar="INPUT", help="photo folder, images or a video"
     )
     build.add_argument("-o", "--output", required=True, type=Path, help="the .lca file to write")
+    _add_build_options(build)
+    build.add_argument(
+        "--stop-after",
+        choices=("ingest", "perceive", "cameras", "fit_body"),
+        help="run the stages up to this one (cached for the full build) and write no avatar: a quick "
+        "check of which photos are usable",
+    )
+    build.add_argument(
+        "--progress",
+        choices=PROGRESS_KINDS,
+        default=argparse.SUPPRESS,
+        help="as the global --progress (either place works)",
+    )
+
+
+def _add_build_options(build: argparse.ArgumentParser) -> None:
+    """The options that shape a build, which `batch` passes on to each subject's build
+    (`batch.jobs.BuildOptions` names each of them)."""
     build.add_argument(
         "--quality",
         choices=("preview", "standard", "high"),
@@ -344,13 +363,35 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         "in skin-tight clothes; skirts, coats and long hair then come out torn)",
     )
     build.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    build.add_argument(
-        "--stop-after",
-        choices=("ingest", "perceive", "cameras", "fit_body"),
-        help="run the stages up to this one (cached for the full build) and write no avatar: a quick "
-        "check of which photos are usable",
+
+
+def _add_batch(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="build one avatar per subject folder, in parallel, with a report and a contact sheet",
+        description="Build an avatar for each folder of photos inside SUBJECTS, as OUT/<folder>.lca, "
+        "several at once where the machine allows. A subject that fails is reported with its reason "
+        "and the batch goes on. Running the same command again builds only what changed (a subject "
+        "whose avatar exists and whose photos and options are the same is skipped) and resumes "
+        "builds that were stopped. OUT/batch_report.json says what happened to each subject and "
+        "why; OUT/cast.png shows every avatar from the front with its name.",
+        epilog="Each subject's build is one self-contained `lca-avatar build` command line (it is in "
+        "the report), so subjects can also be run elsewhere. Exit codes: 0 every subject built or "
+        "up to date, 2 bad input or some subjects failed (see the report), 1 internal error, "
+        "130 cancelled (the report says which subjects were done).",
     )
-    build.add_argument(
+    batch.add_argument("subjects", type=Path, metavar="SUBJECTS", help="a folder of subject folders")
+    batch.add_argument("-o", "--output", required=True, type=Path, help="the folder for the avatars")
+    batch.add_argument(
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="builds at once (default: one per GPU, else as the cores and the memory allow)",
+    )
+    batch.add_argument("--rebuild", action="store_true", help="build every subject, even those up to date")
+    batch.add_argument("--no-cast", action="store_true", help="draw no contact sheet (cast.png)")
+    _add_build_options(batch)
+    batch.add_argument(
         "--progress",
         choices=PROGRESS_KINDS,
         default=argparse.SUPPRESS,
@@ -668,16 +709,7 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
     if args.output.suffix.lower() != ".lca":
         raise AvatarError(f"The output must be an .lca file, got '{args.output}'.")
     _check_output_folder(args.output)
-    if args.body == "anny" and args.smplx is not None:
-        raise AvatarError(
-            "--smplx gives an SMPL-X model file, which an Anny build does not use: "
-            "drop --body anny, or drop --smplx."
-        )
-    if args.body == "smplx" and args.smplx is None:
-        raise AvatarError(
-            "--body smplx needs the SMPL-X model file: download SMPLX_NEUTRAL.npz from the SMPL-X "
-            "website (free registration, non-commercial licence) and add --smplx SMPLX_NEUTRAL.npz."
-        )
+    _check_body_options(args)
     body_model = body_choice("smplx" if args.smplx is not None else "anny", args.smplx)
     cache = None if args.no_cache else (args.cache or "auto")
     report = build_avatar(
@@ -712,7 +744,74 @@ def command_build(args: argparse.Namespace, progress: Progress) -> None:
     )
 
 
+def _check_body_options(args: argparse.Namespace) -> None:
+    if args.body == "anny" and args.smplx is not None:
+        raise AvatarError(
+            "--smplx gives an SMPL-X model file, which an Anny build does not use: "
+            "drop --body anny, or drop --smplx."
+        )
+    if args.body == "smplx" and args.smplx is None:
+        raise AvatarError(
+            "--body smplx needs the SMPL-X model file: download SMPLX_NEUTRAL.npz from the SMPL-X "
+            "website (free registration, non-commercial licence) and add --smplx SMPLX_NEUTRAL.npz."
+        )
+
+
+def command_batch(args: argparse.Namespace, progress: Progress) -> None:
+    from .batch.executors import LocalExecutor
+    from .batch.jobs import BuildOptions, Machine, default_jobs
+    from .batch.report import FAILED, REPORT_NAME
+    from .batch.runner import run_batch
+
+    _check_body_options(args)
+    options = BuildOptions.from_arguments(args)
+    machine = Machine.this_one()
+    jobs = args.jobs or default_jobs(machine, options)
+    executor = LocalExecutor(jobs, machine.cores, () if options.device == "cpu" else machine.gpus)
+    try:
+        report = run_batch(
+            args.subjects,
+            args.output,
+            options,
+            executor,
+            progress,
+            rebuild=args.rebuild,
+            make_cast=None if args.no_cast else _draw_cast,
+        )
+    except (KeyboardInterrupt, Cancelled):
+        # The avatars built so far stay (each is whole); the report says which they are.
+        print(
+            f"Batch cancelled: avatars finished before it are kept ({args.output / REPORT_NAME} "
+            "names them); the builds under way left nothing.",
+            file=sys.stderr,
+        )
+        raise
+    for record in report.subjects:
+        reason = f": {record.reason}" if record.reason else ""
+        print(f"{record.name}: {record.status}{reason}")
+    print(f"Batch: {report.summary()}; report in {args.output / REPORT_NAME}")
+    failed = report.with_status(FAILED)
+    if failed:
+        raise AvatarError(
+            f"{len(failed)} of {len(report.subjects)} subjects failed. "
+            + " ".join(f"{record.name}: {record.reason}" for record in failed)
+            + " Fix their photos and run the same command again: the avatars built are kept."
+        )
+
+
+def _draw_cast(report, folder: Path) -> str | None:
+    """The batch's contact sheet; a batch whose avatars are built does not fail for want of it."""
+    try:
+        from .render.cast import cast_sheet
+
+        return cast_sheet(report, folder)
+    except (AvatarError, ImportError) as error:
+        logger.warning("No contact sheet: %s", error)
+        return None
+
+
 COMMANDS = {
+    "batch": command_batch,
     "build": command_build,
     "new": command_new,
     "info": command_info,

@@ -1,63 +1,29 @@
-"""Batch builds: a folder of subject folders becomes one avatar each, placed in a row along X.
+"""Batch builds: the engine's `lca-avatar batch` makes one avatar per subject folder; the add-on shows
+its progress, then imports the avatars it built in a row along X and shows its report.
 
-Subjects build one after the other; a failure is recorded and the batch goes on. Rerunning the
-batch skips subjects whose avatar is newer than every file in their folder.
+What is built, in parallel or skipped as up to date, and why a subject failed, is decided by the
+engine's batch (lca_blender/batch/), the same command a render node runs; it leaves its report
+(batch_report.json) and a contact sheet of the cast (cast.png) beside the avatars.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bpy
 
-from ..lca_blender.addon.engine_process import AvatarBuild, JobStatus
+from ..lca_blender.addon.engine_process import EngineJob, JobStatus
+from ..lca_blender.batch.report import BUILT, FAILED, REPORT_NAME, BatchReport, read_report
+from ..lca_blender.batch.subjects import find_subjects
 from ..lca_blender.errors import AvatarError
 from . import engine
 from .build import import_built_avatar
 from .engine import EngineController, ModalControllerMixin, running_controller, show_progress
 
 REPORT_TEXT = "LCA batch report"
-
-
-@dataclass(frozen=True)
-class Subject:
-    """One person of the batch: a folder of photos, the avatar it makes, and its place in the row."""
-
-    name: str
-    photos: Path  # the subject's folder
-    output: Path  # <output folder>/<name>.lca
-    slot: int  # position in the row (the subject's index among all subjects, stable across reruns)
-
-    def is_up_to_date(self) -> bool:
-        """True when the avatar exists and is newer than every file in the subject's folder."""
-        if not self.output.is_file():
-            return False
-        newest_photo = max(
-            (path.stat().st_mtime for path in self.photos.rglob("*") if path.is_file()), default=0.0
-        )
-        return self.output.stat().st_mtime > newest_photo
-
-
-@dataclass
-class SubjectResult:
-    subject: Subject
-    outcome: str  # "built", "failed", "skipped" or "cancelled"
-    detail: str = ""
-
-
-def find_subjects(root: Path, output_folder: Path) -> list[Subject]:
-    """Each non-hidden folder of `root` that holds files is a subject, in name order."""
-    folders = sorted(
-        folder
-        for folder in root.iterdir()
-        if folder.is_dir() and not folder.name.startswith(".") and any(p.is_file() for p in folder.rglob("*"))
-    )
-    return [
-        Subject(folder.name, folder, output_folder / f"{folder.name}.lca", slot)
-        for slot, folder in enumerate(folders)
-    ]
+# The engine stops its running builds on Cancel (each within a second or two) and writes its report.
+CANCEL_GRACE_S = 30.0
 
 
 def place_in_row(objects: list[bpy.types.Object], slot: int, spacing_m: float) -> None:
@@ -68,128 +34,120 @@ def place_in_row(objects: list[bpy.types.Object], slot: int, spacing_m: float) -
             obj.location.x = slot * spacing_m
 
 
-def write_report(results: list[SubjectResult]) -> bpy.types.Text:
+def write_report_text(report: BatchReport | None, problems: Sequence[str] = ()) -> bpy.types.Text:
     """The batch's outcome per subject, in a text block an artist can open in the Text Editor."""
     text = bpy.data.texts.get(REPORT_TEXT) or bpy.data.texts.new(REPORT_TEXT)
-    counts = {
-        outcome: sum(r.outcome == outcome for r in results) for outcome in ("built", "skipped", "failed")
-    }
-    lines = [
-        f"LCA batch: {counts['built']} built, {counts['skipped']} skipped, {counts['failed']} failed",
-        "",
-    ]
-    for result in results:
-        detail = f": {result.detail}" if result.detail else ""
-        lines.append(f"{result.subject.name}: {result.outcome}{detail}")
+    lines = [f"LCA batch: {report.summary() if report else 'no report'}", ""]
+    for record in report.subjects if report else ():
+        lines.append(f"{record.name}: {record.status}" + (f": {record.reason}" if record.reason else ""))
+    lines += list(problems)
+    if report is not None:
+        lines += ["", f"Report: {Path(report.output_folder) / REPORT_NAME}"]
+        if report.cast:
+            lines.append(f"Contact sheet: {Path(report.output_folder) / report.cast}")
     text.from_string("\n".join(lines) + "\n")
     return text
 
 
 class BatchController(EngineController):
-    """Builds the subjects one at a time; `step()` starts, polls and imports, never waits."""
+    """One `lca-avatar batch` run: `step()` shows its progress and, once it ends, imports what it built."""
 
     def __init__(
         self,
         scene: bpy.types.Scene,
-        subjects: list[Subject],
-        make_build: Callable[[Subject], AvatarBuild],
+        command: Sequence[str],
+        subjects_folder: Path,
+        output_folder: Path,
+        options: Sequence[str] = (),
+        environment: dict[str, str] | None = None,
         on_built: Callable[[Path], list[bpy.types.Object]] = import_built_avatar,
         spacing_m: float = 1.0,
     ) -> None:
         super().__init__(scene)
-        self.subjects = subjects
-        self.make_build = make_build
+        self.output_folder = Path(output_folder)
+        arguments = ["batch", str(subjects_folder), "-o", str(self.output_folder), *options]
+        self.job = EngineJob(command, arguments, environment)
         self.on_built = on_built
         self.spacing_m = spacing_m
-        self.results: list[SubjectResult] = []
-        self._pending = list(subjects)
-        self._current: tuple[Subject, AvatarBuild] | None = None
-        self._to_build = 0
+        self.report: BatchReport | None = None
+        self.import_failures: list[str] = []
 
     def start(self) -> BatchController:
-        self._claim(f"Batch of {len(self.subjects)} subjects")
-        for subject in self.subjects:
-            if subject.is_up_to_date():
-                self.results.append(SubjectResult(subject, "skipped", "up to date"))
-                self._pending.remove(subject)
-        self._to_build = len(self._pending)
+        self._claim("Batch build")
+        try:
+            self.job.start()
+        except AvatarError:
+            self._release("Failed", "The engine did not start")
+            self.status = JobStatus.FAILED
+            raise
         return self
 
     @property
-    def failures(self) -> list[SubjectResult]:
-        return [result for result in self.results if result.outcome == "failed"]
+    def failures(self) -> list[str]:
+        """'name: reason' for each subject that failed, its import included."""
+        failed = [] if self.report is None else self.report.with_status(FAILED)
+        return [f"{record.name}: {record.reason}" for record in failed] + self.import_failures
 
     def step(self) -> JobStatus:
         if self.status.finished:
             return self.status
-        if self._current is None:
-            if not self._pending:
-                self._finish()
-                return self.status
-            self._start_next()
-            if self._current is None:
-                return self.status
-        subject, build = self._current
-        events = build.poll()
-        done = self._to_build - len(self._pending) - 1
+        events = self.job.poll()
         if events:
             event = events[-1]
-            overall = (done + event.bar_fraction) / max(self._to_build, 1)
-            stage = f"{subject.name} ({done + 1}/{self._to_build}): {event.label}"
-            show_progress(self.scene_name, overall, stage, event.message, running=True)
-        if build.status.finished:
-            self._current = None
-            self._record(subject, build)
+            stage = f"Batch ({event.eta_text})" if event.eta_text else "Batch"
+            show_progress(self.scene_name, event.bar_fraction, stage, event.message, running=True)
+        if self.job.status.finished:
+            self._finish()
         return self.status
 
     def cancel(self) -> None:
         if self.status.finished:
             return
-        if self._current is not None:
-            subject, build = self._current
-            build.cancel()
-            self.results.append(SubjectResult(subject, "cancelled"))
-            self._current = None
+        self.job.cancel(grace_s=CANCEL_GRACE_S)
         self.status = JobStatus.CANCELLED
-        write_report(self.results)
-        self._release("Cancelled", f"Batch cancelled after {len(self.results) - 1} subject(s)")
+        self.report = self._read_report()
+        write_report_text(self.report)
+        done = "" if self.report is None else f" ({self.report.summary()})"
+        self._release("Cancelled", f"Batch cancelled{done}")
 
-    def _start_next(self) -> None:
-        subject = self._pending.pop(0)
+    def _read_report(self) -> BatchReport | None:
         try:
-            self._current = (subject, self.make_build(subject).start())
-        except AvatarError as error:
-            self.results.append(SubjectResult(subject, "failed", str(error)))
-
-    def _record(self, subject: Subject, build: AvatarBuild) -> None:
-        if build.status is not JobStatus.SUCCEEDED:
-            self.results.append(SubjectResult(subject, "failed", build.error_message))
-            return
-        try:
-            place_in_row(self.on_built(build.output), subject.slot, self.spacing_m)
-        except AvatarError as error:
-            self.results.append(SubjectResult(subject, "failed", f"import: {error}"))
-        except BaseException:
-            # A bug: it keeps its traceback, and the batch still ends so that another job can start.
-            self.results.append(SubjectResult(subject, "failed", "import: an error in the add-on"))
-            self.status = JobStatus.FAILED
-            write_report(self.results)
-            self._release("Failed", f"Batch stopped at {subject.name}: importing failed (see the console)")
-            raise
-        else:
-            self.results.append(SubjectResult(subject, "built", str(build.output)))
+            return read_report(self.output_folder)
+        except AvatarError:
+            return None
 
     def _finish(self) -> None:
-        write_report(self.results)
-        failed = self.failures
-        self.status = JobStatus.FAILED if failed and len(failed) == self._to_build else JobStatus.SUCCEEDED
-        built = sum(result.outcome == "built" for result in self.results)
-        message = (
-            f"Batch: {built} built, {len(self.results) - built - len(failed)} skipped, {len(failed)} failed"
-        )
-        if failed:
-            message += " (" + "; ".join(f"{r.subject.name}: {r.detail}" for r in failed) + ")"
+        self.report = self._read_report()
+        if self.report is None:  # the engine stopped before its first subject (a bad folder, a bug)
+            self.status = JobStatus.FAILED
+            write_report_text(None, [self.job.error_message])
+            self._release("Failed", f"Batch failed: {self.job.error_message}")
+            return
+        for slot, record in enumerate(self.report.subjects):
+            if record.status == BUILT:
+                self._import(record.name, self.output_folder / record.avatar, slot)
+        write_report_text(self.report, [f"{failure} (import)" for failure in self.import_failures])
+        # A run whose every build failed failed; one that built some, or had nothing to build, did not.
+        built = len(self.report.with_status(BUILT)) - len(self.import_failures)
+        self.status = JobStatus.FAILED if self.failures and built <= 0 else JobStatus.SUCCEEDED
+        if self.job.status is JobStatus.CANCELLED:  # stopped from outside the add-on
+            self.status = JobStatus.CANCELLED
+        message = f"Batch: {self.report.summary()}"
+        if self.failures:
+            message += " (" + "; ".join(self.failures) + ")"
         self._release("Done", message)
+
+    def _import(self, name: str, path: Path, slot: int) -> None:
+        try:
+            place_in_row(self.on_built(path), slot, self.spacing_m)
+        except AvatarError as error:
+            self.import_failures.append(f"{name}: {error}")
+        except BaseException:
+            # A bug: it keeps its traceback, and the batch still ends so that another job can start.
+            self.status = JobStatus.FAILED
+            write_report_text(self.report, [f"{name}: importing failed (an error in the add-on)"])
+            self._release("Failed", f"Batch stopped at {name}: importing failed (see the console)")
+            raise
 
 
 class LCA_OT_batch_build(ModalControllerMixin, bpy.types.Operator):
@@ -205,11 +163,20 @@ class LCA_OT_batch_build(ModalControllerMixin, bpy.types.Operator):
     filter_folder: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     output_directory: bpy.props.StringProperty(
         name="Output",
-        description="Where the avatars are written; empty: beside the subject folders",
+        description="Where the avatars, the report and the contact sheet are written; empty: beside "
+        "the subject folders",
         subtype="DIR_PATH",
     )
     spacing: bpy.props.FloatProperty(
         name="Spacing", description="Distance between avatars in the row", default=1.0, min=0.0, unit="LENGTH"
+    )
+    jobs: bpy.props.IntProperty(
+        name="Builds at Once",
+        description="How many subjects build in parallel; 0: as many as the machine's cores, memory "
+        "and GPUs allow",
+        default=0,
+        min=0,
+        max=64,
     )
 
     @classmethod
@@ -226,22 +193,26 @@ class LCA_OT_batch_build(ModalControllerMixin, bpy.types.Operator):
             self.report({"ERROR"}, f"Choose a folder of subject folders (got '{self.directory}')")
             return {"CANCELLED"}
         output_folder = Path(bpy.path.abspath(self.output_directory)) if self.output_directory else root
-        subjects = find_subjects(root, output_folder)
-        if not subjects:
-            self.report({"ERROR"}, f"'{root}' holds no subject folders with photos")
-            return {"CANCELLED"}
         try:
+            if not find_subjects(root, output_folder):
+                self.report({"ERROR"}, f"'{root}' holds no subject folders with photos")
+                return {"CANCELLED"}
             command = engine.engine_start_command(context)
         except AvatarError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        options, environment = engine.build_options(context), engine.engine_env()
-
-        def make_build(subject: Subject) -> AvatarBuild:
-            return AvatarBuild(command, [subject.photos], subject.output, options, environment)
-
+        options = engine.build_options(context) + (["--jobs", str(self.jobs)] if self.jobs else [])
         return self.start_controller(
-            context, lambda: BatchController(context.scene, subjects, make_build, spacing_m=self.spacing)
+            context,
+            lambda: BatchController(
+                context.scene,
+                command,
+                root,
+                output_folder,
+                options,
+                engine.engine_env(),
+                spacing_m=self.spacing,
+            ),
         )
 
     def finish_controller(self, context: bpy.types.Context) -> set[str]:

@@ -748,9 +748,12 @@ def fit_gaussians(
     tone: the photos' tone curve (`maths/tone.py`): the photos are taken back through it to
     scene-linear light, so that the albedo is the surface's and not the curve's, and the fit's
     renders go through it before they are compared with the photos (and the captured look in the
-    SH is the photos' look). Deterministic for a seed on one device. The avatar's provenance holds
-    the capture pose ("capture"), the estimated lighting ("capture_lighting",
-    `lights.lighting_to_json`) and the fit's figures ("fit").
+    SH is the photos' look). Deterministic for a seed on one device with one number of torch threads
+    (on CPU, torch splits elementwise maths and sums over more than 32k elements between its
+    threads, and a split moves elements between SIMD and scalar code: 1 and 2 threads differ by
+    about 1e-6 after ten steps; scripts/torture_cancel.py checks the bit-for-bit case). The
+    avatar's provenance holds the capture pose ("capture"), the estimated lighting
+    ("capture_lighting", `lights.lighting_to_json`) and the fit's figures ("fit").
     """
     started = time.monotonic()
     progress = progress or Progress()

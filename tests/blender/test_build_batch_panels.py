@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -33,16 +32,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # folder's engine.json, prints progress lines, leaves a stage cache beside its output, then fails
 # with the engine's error line or copies the plan's template avatar to the output. With "paced_by"
 # in the plan it goes on after each step only once a file "seen-<step>" shows in that folder (the
-# test writes it when the step has reached the sidebar); otherwise "delay" seconds later.
+# test writes it when the step has reached the sidebar); otherwise "delay" seconds later. With
+# "pid_file" it writes its process id there. `batch` is the engine's own batch (no contact sheet:
+# that needs the renderer), whose builds come back to this stand-in.
 FAKE_ENGINE = """
-import json, shutil, sys, time
+import json, os, shutil, sys, time
 from pathlib import Path
 
 arguments = sys.argv[1:]
+if arguments[:3] == ["--progress", "jsonl", "batch"]:
+    from lca_blender.cli import run
+
+    sys.argv[1:] = [*arguments, "--no-cast"]
+    run()
 assert arguments[:3] == ["--progress", "jsonl", "build"], arguments
 output = Path(arguments[arguments.index("-o") + 1])
 photo = Path(arguments[3])
 plan = json.loads(((photo if photo.is_dir() else photo.parent) / "engine.json").read_text())
+if "pid_file" in plan:
+    Path(plan["pid_file"]).write_text(str(os.getpid()))
 (output.parent / "stage-cache.npy").write_bytes(b"cache")
 steps = plan.get("steps", 4)
 for step in range(1, steps + 1):
@@ -401,11 +409,15 @@ def test_batch_continues_past_failures_places_a_row_and_skips_finished_subjects(
     output = tmp_path / "avatars"
 
     assert bpy.ops.lca.batch_build(directory=str(root), output_directory=str(output)) == {"FINISHED"}
-    assert sorted(path.name for path in output.iterdir()) == ["alice.lca", "carol.lca"]
+    assert sorted(path.name for path in output.glob("*.lca")) == ["alice.lca", "carol.lca"]
     report = bpy.data.texts["LCA batch report"].as_string()
     assert "2 built, 0 skipped, 1 failed" in report
     assert "bob: failed: Bob's photos show two people." in report
+    assert f"Report: {output / 'batch_report.json'}" in report
     assert "bob: Bob's photos show two people." in clean_scene.lca.build_message
+    # The engine's batch did the work: its report beside the avatars says the same.
+    engine_report = json.loads((output / "batch_report.json").read_text())
+    assert engine_report["counts"]["built"] == 2 and engine_report["counts"]["failed"] == 1
 
     def row() -> dict[str, float]:
         # The top objects of each import, by the avatar they came from.
@@ -433,36 +445,33 @@ def test_batch_continues_past_failures_places_a_row_and_skips_finished_subjects(
     assert "1 built, 2 skipped, 0 failed" in bpy.data.texts["LCA batch report"].as_string()
     assert row() == {"alice": {0.0}, "bob": {1.0}, "carol": {2.0}}
 
-    # A photo newer than the avatar: that subject is rebuilt.
-    newer = time.time() + 5
-    os.utime(root / "alice" / "front.jpg", (newer, newer))
-    subjects = ext.batch.find_subjects(root, output)
-    assert [(s.name, s.is_up_to_date()) for s in subjects] == [
-        ("alice", False),
-        ("bob", True),
-        ("carol", True),
-    ]
+    # A photo that changed: that subject is built again (its bytes count, not its date).
+    (root / "alice" / "front.jpg").write_bytes(b"another jpeg")
+    assert bpy.ops.lca.batch_build(directory=str(root), output_directory=str(output)) == {"FINISHED"}
+    report = bpy.data.texts["LCA batch report"].as_string()
+    assert "1 built, 2 skipped, 0 failed" in report and "alice: built" in report
 
 
 def test_batch_progress_and_cancel(ext, fake_engine, template_avatar, clean_scene, tmp_path: Path) -> None:
     root = tmp_path / "cast"
-    _photos(root / "a", steps=100, delay=1.0, template=str(template_avatar))
+    pid_file = tmp_path / "a.pid"
+    _photos(root / "a", steps=100, delay=1.0, template=str(template_avatar), pid_file=str(pid_file))
     _photos(root / "b", template=str(template_avatar))
     output = tmp_path / "avatars"
-    subjects = ext.batch.find_subjects(root, output)
-
-    def make_build(subject):
-        return ext.process.AvatarBuild(fake_engine, [subject.photos], subject.output, [], None)
-
-    controller = ext.batch.BatchController(clean_scene, subjects, make_build).start()
-    _step_until(controller, lambda: clean_scene.lca.build_stage.startswith("a (1/2): fit_body"))
-    assert 0.0 < clean_scene.lca.build_progress < 0.5
-    process = controller._current[1].job
+    controller = ext.batch.BatchController(
+        clean_scene, fake_engine, root, output, ["--jobs", "1"], ext.engine.engine_env()
+    ).start()
+    _step_until(controller, lambda: clean_scene.lca.build_progress > 0.0 and pid_file.exists())
+    assert clean_scene.lca.build_stage.startswith("Batch") and "building a" in clean_scene.lca.build_message
+    assert clean_scene.lca.build_progress < 0.5
     controller.cancel()
     assert controller.status is ext.process.JobStatus.CANCELLED
-    assert process_is_gone(process.pid)
-    assert not output.exists() or list(output.iterdir()) == []
-    assert "a: cancelled" in bpy.data.texts["LCA batch report"].as_string()
+    assert process_is_gone(controller.job.pid)  # the batch
+    _step_until(controller, lambda: process_is_gone(int(pid_file.read_text())), timeout=10)  # its build
+    assert list(output.glob("*.lca")) == []
+    report = bpy.data.texts["LCA batch report"].as_string()
+    assert "a: cancelled: The batch was cancelled during this subject's build." in report
+    assert "b: cancelled: The batch was cancelled before this subject's build started." in report
     assert not clean_scene.lca.build_running
 
 
