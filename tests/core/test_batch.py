@@ -2,7 +2,7 @@
 the report, parallel slots, cancelling, and the command lines a cluster would run.
 
 The stand-in reads its plan from the subject folder's `plan.json` (how long to take, how to fail)
-and writes a few bytes as the avatar; tests/engine/test_batch.py runs the real engine.
+and writes a few bytes as the avatar; tests/engine/test_batch_build.py runs the real engine.
 """
 
 from __future__ import annotations
