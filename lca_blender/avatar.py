@@ -96,6 +96,11 @@ def _check_bounded(name: str, values: np.ndarray) -> None:
         raise AvatarError(f"'{name}' holds values over {MAX_COORDINATE:,.0f} m; a person is about 2 m tall.")
 
 
+def _within(values: np.ndarray, low: float, high: float) -> bool:
+    """Whether every value lies in [low, high] (False for NaN: the comparisons are written so)."""
+    return bool(values.min() >= low and values.max() <= high)
+
+
 def _check_indices(name: str, indices: np.ndarray, upper: int) -> None:
     if indices.size and (indices.min() < 0 or indices.max() >= upper):
         raise AvatarError(f"'{name}' refers to items outside 0..{upper - 1}.")
@@ -296,9 +301,15 @@ class GaussianAvatar:
             raise AvatarError(
                 "Some Gaussians sit on triangles of no area (collapsed), which give them no orientation."
             )
-        if np.abs(np.linalg.norm(self.rotations.astype(np.float64), axis=1) - 1).max() > UNIT_TOLERANCE:
+        # In float32, without copies: both run on every import. |q| within UNIT_TOLERANCE of 1 is
+        # |q|^2 within these bounds; float32 rounding (1e-7) is far below the tolerance.
+        squared_norms = np.einsum("ij,ij->i", self.rotations, self.rotations)
+        if not _within(squared_norms, (1 - UNIT_TOLERANCE) ** 2, (1 + UNIT_TOLERANCE) ** 2):
             raise AvatarError("'rotations' must be unit quaternions (w, x, y, z).")
-        if np.abs(self.barycentrics.sum(axis=1, dtype=np.float64) - 1).max() > UNIT_TOLERANCE:
+        # Row sums as column additions: 10x faster than sum(axis=1), and unlike a matrix product
+        # it wakes no BLAS threads, which spin on the cores the rest of the import needs.
+        sums = self.barycentrics[:, 0] + self.barycentrics[:, 1] + self.barycentrics[:, 2]
+        if not _within(sums, 1 - UNIT_TOLERANCE, 1 + UNIT_TOLERANCE):
             raise AvatarError("Each Gaussian's 'barycentrics' must sum to 1.")
         _check_bounded("normal_offsets", self.normal_offsets)
         if np.abs(self.log_scales).max() > MAX_LOG_SCALE:

@@ -186,6 +186,20 @@ class _Tree:
             self.link(component, node.inputs[axis])
         return node.outputs["Vector"]
 
+    def capture(
+        self, geometry: bpy.types.NodeSocket, values: dict[str, tuple[str, bpy.types.NodeSocket]]
+    ) -> tuple[bpy.types.NodeSocket, dict[str, bpy.types.NodeSocket]]:
+        """The geometry and each field of `values` (name: (socket type, field)) captured on its
+        points in one evaluation, where the fields share their inputs' work."""
+        node = self.node("GeometryNodeCaptureAttribute", domain="POINT")
+        self.link(geometry, node.inputs["Geometry"])
+        captured = {}
+        for name, (socket_type, value) in values.items():
+            node.capture_items.new(socket_type, name)
+            self.link(value, node.inputs[name])
+            captured[name] = node.outputs[name]
+        return node.outputs["Geometry"], captured
+
     def store(
         self, geometry: bpy.types.NodeSocket, name: str, data_type: str, value: bpy.types.NodeSocket
     ) -> bpy.types.NodeSocket:
@@ -277,13 +291,23 @@ def _build_node_group(name: str, coefficients: int) -> bpy.types.GeometryNodeTre
 
     points = tree.node("GeometryNodeMeshToPoints", mode="VERTICES")
     tree.link(group_input.outputs["Geometry"], points.inputs["Mesh"])
+    # Evaluated separately, each output would sample the body's triangles again (half the time).
+    geometry, captured = tree.capture(
+        points.outputs["Points"],
+        {
+            "mean": ("VECTOR", mean),
+            "rotation": ("ROTATION", rotation.outputs["Rotation"]),
+            "scale": ("VECTOR", scale),
+            "radiance": ("RGBA", radiance.outputs["Color"]),
+        },
+    )
     posed = tree.node("GeometryNodeSetPosition")
-    tree.link(points.outputs["Points"], posed.inputs["Geometry"])
-    tree.link(mean, posed.inputs["Position"])
+    tree.link(geometry, posed.inputs["Geometry"])
+    tree.link(captured["mean"], posed.inputs["Position"])
     geometry = posed.outputs["Geometry"]
-    geometry = tree.store(geometry, "rotation", "QUATERNION", rotation.outputs["Rotation"])
-    geometry = tree.store(geometry, "scale", "FLOAT_VECTOR", scale)
-    geometry = tree.store(geometry, RADIANCE_BASE, "FLOAT_COLOR", radiance.outputs["Color"])
+    geometry = tree.store(geometry, "rotation", "QUATERNION", captured["rotation"])
+    geometry = tree.store(geometry, "scale", "FLOAT_VECTOR", captured["scale"])
+    geometry = tree.store(geometry, RADIANCE_BASE, "FLOAT_COLOR", captured["radiance"])
     no_sh = tree.node("ShaderNodeCombineXYZ").outputs["Vector"]  # (0, 0, 0): relit is view-independent
     for attribute, channels in sh_sources(coefficients):
         captured_sh = tree.combine_xyz(*(tree.named("FLOAT", channel) for channel in channels))

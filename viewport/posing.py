@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import bpy
@@ -42,7 +43,15 @@ class _BoundSplats:
     albedo: np.ndarray  # [N, 3]
     roughness: np.ndarray  # [N]
     specular: np.ndarray  # [N]
-    outward_signs: np.ndarray  # [N]
+    avatar: object  # GaussianAvatar they were bound from
+
+    @cached_property
+    def outward_signs(self) -> np.ndarray:
+        """[N] (see `shading.outward_signs`): made on first use, as natively rendered splats
+        need them only in the relit look."""
+        from ..lca_blender.maths.shading import outward_signs
+
+        return outward_signs(self.avatar)
 
 
 _BOUND: dict[str, _BoundSplats] = {}
@@ -357,7 +366,6 @@ def _bound_splats(splats: bpy.types.Object, body: bpy.types.Object) -> _BoundSpl
 
 def _bound_from_avatar(source: tuple, avatar, binding=None) -> _BoundSplats:
     from ..lca_blender.maths.deform import bind
-    from ..lca_blender.maths.shading import outward_signs
 
     return _BoundSplats(
         source=source,
@@ -368,7 +376,7 @@ def _bound_from_avatar(source: tuple, avatar, binding=None) -> _BoundSplats:
         albedo=avatar.albedo,
         roughness=avatar.roughness,
         specular=avatar.specular,
-        outward_signs=outward_signs(avatar),
+        avatar=avatar,
     )
 
 

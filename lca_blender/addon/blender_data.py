@@ -21,7 +21,7 @@ import numpy as np
 
 from ..avatar import OUTER_LAYER, GaussianAvatar, Rig, Splats
 from ..errors import AvatarError
-from ..maths.deform import GaussianBinding, bind, pose_gaussians, triangle_frames
+from ..maths.deform import GaussianBinding, bind, component_rows, place_gaussians, triangle_frames
 from ..maths.rotations import bone_roll_towards, quaternion_multiply
 
 OPACITY_CLIP = 1e-6
@@ -130,11 +130,11 @@ def splat_attributes(
     the caller has it already (the importer binds once for this and for the preview).
     """
     binding = bind(avatar) if binding is None else binding
-    # Posing on the rest mesh gives the rest means and scales (the rotations are the binding's).
-    means, _, scales = pose_gaussians(binding, avatar.rig.vertices)
+    # Placing on the rest mesh gives the rest means and scales (the rotations are the binding's).
+    means, scales = place_gaussians(binding, avatar.rig.vertices)
     attributes = _gaussian_attributes(avatar.sh, avatar.opacities, scales, binding.rest_rotations)
     attributes["triangle_id"] = avatar.triangle_ids
-    barycentric_rows = np.ascontiguousarray(avatar.barycentrics.T)
+    barycentric_rows = component_rows(avatar.barycentrics)
     for corner in range(3):
         attributes[f"bary_{corner}"] = barycentric_rows[corner]
     attributes["normal_offset"] = avatar.normal_offsets
@@ -148,7 +148,7 @@ def static_splat_attributes(splats: Splats) -> tuple[np.ndarray, dict[str, np.nd
     """The means [N, 3] and the 3DGS point attributes (as `splat_attributes`, without binding or
     relighting appearance) of static splats, such as a .ply's: the mesh Blender before 5.3 holds
     them in, which the viewport preview draws where the mesh object is."""
-    rotation_rows = np.ascontiguousarray(splats.rotations.T)
+    rotation_rows = component_rows(splats.rotations)
     attributes = _gaussian_attributes(splats.sh, splats.opacities, splats.scales, rotation_rows)
     return np.ascontiguousarray(splats.means, np.float32), _stored(attributes)
 
@@ -187,19 +187,19 @@ def _gaussian_attributes(
     """The 3DGS attributes under 3DGS names and conventions (module docstring)."""
     # Each attribute is one contiguous row: transposing whole arrays once is far cheaper than
     # copying out 30 strided columns.
-    log_scale_rows = np.log(scales.T)
+    log_scale_rows = np.log(component_rows(scales))
     clipped = np.clip(opacities.astype(np.float64), OPACITY_CLIP, 1.0 - OPACITY_CLIP)
-    sh_rows = np.ascontiguousarray(sh.transpose(2, 1, 0))  # [3, B, N]
+    coefficients = sh.shape[1]
+    sh_rows = component_rows(sh).reshape(coefficients, 3, -1)  # [B, 3, N]
 
     attributes: dict[str, np.ndarray] = {}
     for channel in range(3):
-        attributes[f"f_dc_{channel}"] = sh_rows[channel, 0]
+        attributes[f"f_dc_{channel}"] = sh_rows[0, channel]
     # f_rest index = channel * (B - 1) + (coefficient - 1), as INRIA's .ply has it.
-    coefficients = sh_rows.shape[1]
     for channel in range(3):
         for coefficient in range(1, coefficients):
             rest_index = channel * (coefficients - 1) + coefficient - 1
-            attributes[f"f_rest_{rest_index}"] = sh_rows[channel, coefficient]
+            attributes[f"f_rest_{rest_index}"] = sh_rows[coefficient, channel]
     attributes["opacity"] = np.log(clipped / (1.0 - clipped))
     for axis in range(3):
         attributes[f"scale_{axis}"] = log_scale_rows[axis]

@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -54,6 +54,10 @@ MAX_ARRAY_BYTES = 8 * 1024**3
 MAX_NPY_HEADER_BYTES = 64 * 1024
 MAX_MEMBERS = 256
 _COMPRESSIONS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}  # what write_avatar uses
+# An entry's local header: signature, 22 bytes of fields the central directory repeats, then the
+# lengths of the name and of the extra field that come before the entry's bytes.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 # What zipfile and zlib raise on a damaged archive or entry (struct.error: a short extra field).
 _ZIP_ERRORS = (
     zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, NotImplementedError,
@@ -184,8 +188,10 @@ def _write_container(
 class _Container:
     """An opened .lca zip whose manifest has been checked."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile) -> None:
+    def __init__(self, path: Path, handle: BinaryIO, archive: zipfile.ZipFile) -> None:
         self.path = path
+        self.handle = handle  # the file the archive reads
+        self.file_bytes = os.fstat(handle.fileno()).st_size
         self.archive = archive
         self.sizes: dict[str, int] = {}
         self.inflated = 0  # bytes read out of the zip so far
@@ -204,10 +210,11 @@ class _Container:
             "Re-export it from LCA Avatars, or rebuild the avatar from its photos."
         )
 
-    def _read_member(self, name: str, limit: int) -> bytearray:
+    def _read_member(self, name: str, limit: int) -> bytearray | memoryview:
         """The entry's bytes, read once into one writable buffer (arrays are views of it).
 
-        The buffer grows with what the zip really yields, in bounded chunks: a size field that lies
+        A deflated entry's buffer grows with what the zip really yields, in bounded chunks; a stored
+        entry's is made once its bytes are known to be in the file. So a size field that lies
         allocates nothing, and an entry, or all of them together, that inflates beyond its cap is
         refused as soon as the cap is passed.
         """
@@ -222,8 +229,11 @@ class _Container:
             raise self.error(f"the entry '{name}' is too large ({member.file_size} bytes)")
         allowed = min(limit, MAX_INFLATED_BYTES - self.inflated)
         try:
-            with self.archive.open(member) as stream:
-                data = read_at_most(stream, allowed)
+            if member.compress_type == zipfile.ZIP_STORED:
+                data = self._read_stored(member, allowed)
+            else:
+                with self.archive.open(member) as stream:
+                    data = read_at_most(stream, allowed)
         except _ZIP_ERRORS as error:
             raise self.error(f"the entry '{name}' is damaged ({error})") from None
         except MemoryError:
@@ -236,10 +246,45 @@ class _Container:
         self.inflated += len(data)
         return data
 
+    def _read_stored(self, member: zipfile.ZipInfo, allowed: int) -> memoryview:
+        """A stored entry's bytes, read from the file straight into one buffer and checked against
+        the entry's CRC, as zipfile checks them (reading through zipfile copies every byte once
+        more, and the Gaussians' arrays are stored). The buffer has the entry's recorded size, made
+        only once that many bytes are known to lie in the file after the entry's header and within
+        `allowed`. Zip problems raise what zipfile raises (see _ZIP_ERRORS)."""
+        name = member.filename
+        size = member.file_size
+        if member.compress_size != size:
+            raise zipfile.BadZipFile(f"'{name}' is stored with two different sizes")
+        self.handle.seek(member.header_offset)
+        header = self.handle.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            raise zipfile.BadZipFile("the file ends inside an entry's header")
+        signature, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+        # Entries read here have ASCII names (ours); another name would be a different entry.
+        if signature != _LOCAL_HEADER_SIGNATURE or self.handle.read(name_length) != name.encode("ascii"):
+            raise zipfile.BadZipFile("the entry's header does not match the archive's directory")
+        start = member.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        if start + size > self.file_bytes:
+            raise zipfile.BadZipFile("the entry runs past the end of the file")
+        if size > allowed:
+            raise self.error(f"the entry '{name}' inflates to more than any avatar could need")
+        data = np.empty(size, np.uint8).data  # unlike bytearray(size), not zeroed first
+        self.handle.seek(start)
+        filled = 0
+        while filled < size:
+            count = self.handle.readinto(data[filled:])
+            if not count:
+                raise EOFError("the file ended inside an entry")
+            filled += count
+        if zlib.crc32(data) != member.CRC:
+            raise zipfile.BadZipFile("the entry's bytes do not match its CRC")
+        return data
+
     def _read_manifest(self) -> dict[str, Any]:
         raw = self._read_member(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         try:
-            manifest = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            manifest = json.loads(str(raw, "utf-8"), parse_constant=_refuse_constant)
             # What write_avatar could not write back (a lone surrogate, an infinite number) would
             # fail later, when a name is printed or saved.
             json.dumps(manifest, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -301,7 +346,7 @@ class _Container:
         # the array is writable and owns its buffer, which nothing else holds.
         return array.astype(array.dtype.newbyteorder("="), copy=False)
 
-    def _parse_npy_header(self, name: str, raw: bytes) -> tuple[tuple, int]:
+    def _parse_npy_header(self, name: str, raw: bytearray | memoryview) -> tuple[tuple, int]:
         if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
             raise self.error(f"the array '{name}' is not a .npy array")
         major = raw[6]
@@ -314,7 +359,7 @@ class _Container:
         if length > MAX_NPY_HEADER_BYTES or start + length > len(raw):
             raise self.error(f"the array '{name}' has a damaged header")
         try:
-            header = ast.literal_eval(raw[start : start + length].decode("latin1"))
+            header = ast.literal_eval(str(raw[start : start + length], "latin1"))
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {{}: 0}
             raise self.error(f"the array '{name}' has a damaged header") from None
         if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
@@ -407,4 +452,4 @@ def _open_container(path: str | os.PathLike) -> Iterator[_Container]:
                 "Give an .lca file saved by LCA Avatars, or re-export it."
             ) from None
         with archive:
-            yield _Container(path, archive)
+            yield _Container(path, handle, archive)

@@ -230,6 +230,19 @@ def _frame_turns(
         out[:, far] = quaternion_from_matrix_entries(*entries)
 
 
+def component_rows(values: np.ndarray, block: int = 4096) -> np.ndarray:
+    """[K, N] contiguous rows of the [N, ...] `values` (their components flattened to K).
+
+    The transpose goes a block of items at a time: numpy's one-pass transpose of a long [N, K]
+    array walks memory with a large stride and runs about 2.5x slower (a million Gaussians' SH).
+    """
+    flat = values.reshape(values.shape[0], -1)
+    rows = np.empty(flat.shape[::-1], flat.dtype)
+    for start in range(0, flat.shape[0], block):
+        rows[:, start : start + block] = flat[start : start + block].T
+    return rows
+
+
 def bind(avatar: GaussianAvatar) -> GaussianBinding:
     """Prepare `avatar`'s Gaussians for fast posing with `pose_gaussians`."""
     rig = avatar.rig
@@ -243,18 +256,16 @@ def bind(avatar: GaussianAvatar) -> GaussianBinding:
     # Computed on [4, N] rows in float32 (what is stored): bind runs on every import.
     rest_rotations = np.empty((4, triangle_ids.shape[0]), np.float32)
     hamilton_rows(
-        np.take(rest_frames, triangle_ids, axis=1),
-        np.ascontiguousarray(avatar.rotations.T),
-        out=rest_rotations,
+        np.take(rest_frames, triangle_ids, axis=1), component_rows(avatar.rotations), out=rest_rotations
     )
     return GaussianBinding(
         triangle_corners=corners,
         rest_axes=np.stack(rest.axes),
         triangle_ids=triangle_ids,
-        barycentrics=np.ascontiguousarray(avatar.barycentrics[:, 1:].T),
+        barycentrics=component_rows(avatar.barycentrics[:, 1:]),
         normal_offsets=avatar.normal_offsets,
         rest_rotations=rest_rotations,
-        scale_factors=np.ascontiguousarray(np.exp(avatar.log_scales).T),
+        scale_factors=np.exp(component_rows(avatar.log_scales)),
     )
 
 
@@ -267,6 +278,19 @@ def pose_gaussians(
     body). This is what the viewport runs every frame: per-triangle work once, then one gather
     of a 17-row triangle table and arithmetic on contiguous [N] rows.
     """
+    return _pose(binding, vertices, with_rotations=True)
+
+
+def place_gaussians(binding: GaussianBinding, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means [N, 3] and scales [N, 3] on a mesh, as `pose_gaussians` gives them, without the
+    rotations: on the rest mesh (the import's splats) they are the binding's `rest_rotations`."""
+    means, _, scales = _pose(binding, vertices, with_rotations=False)
+    return means, scales
+
+
+def _pose(
+    binding: GaussianBinding, vertices: np.ndarray, with_rotations: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     corners = binding.triangle_corners
     vertex_rows = np.ascontiguousarray(vertices.T, np.float32)
     table = np.empty((17, corners.shape[1]), np.float32)
@@ -277,7 +301,7 @@ def pose_gaussians(
 
     count = binding.triangle_ids.shape[0]
     means = np.empty((count, 3), np.float32)
-    rotations = np.empty((count, 4), np.float32)
+    rotations = np.empty((count, 4), np.float32) if with_rotations else None
     scales = np.empty((count, 3), np.float32)
 
     def pose_part(part: slice) -> None:
@@ -318,14 +342,15 @@ def _pose_chunk(
     table: np.ndarray,
     part: slice,
     means: np.ndarray,
-    rotations: np.ndarray,
+    rotations: np.ndarray | None,
     scales: np.ndarray,
 ) -> None:
     """Pose the Gaussians in `part` from the triangle `table`, writing into the output arrays."""
+    needed = table if rotations is not None else table[:13]  # rows 13-16: the triangles' turns
     # mode="wrap" skips the bounds check of "raise"; bind() took the ids from a validated avatar.
-    per_gaussian = np.take(table, binding.triangle_ids[part], axis=1, mode="wrap")
+    per_gaussian = np.take(needed, binding.triangle_ids[part], axis=1, mode="wrap")
     origin, edge1, edge2, normal = per_gaussian[0:3], per_gaussian[3:6], per_gaussian[6:9], per_gaussian[9:12]
-    size, (tw, tx, ty, tz) = per_gaussian[12], per_gaussian[13:17]
+    size = per_gaussian[12]
     weight1, weight2 = binding.barycentrics[:, part]
     offsets = binding.normal_offsets[part]
     for axis in range(3):
@@ -334,7 +359,8 @@ def _pose_chunk(
         )
 
     # (triangle's turn) * (rotation at rest); rotations[part].T is a [4, n] view of the output.
-    hamilton_rows((tw, tx, ty, tz), binding.rest_rotations[:, part], out=rotations[part].T)
+    if rotations is not None:
+        hamilton_rows(per_gaussian[13:17], binding.rest_rotations[:, part], out=rotations[part].T)
     for axis in range(3):
         scales[part, axis] = binding.scale_factors[axis, part] * size
 

@@ -55,6 +55,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..avatar import GaussianAvatar, Splats
+from .deform import component_rows
 from .lights import AreaLight, Lighting, PointLight, SpotLight, SunLight
 from .rotations import quaternion_to_matrix
 from .sh import degree_of, irradiance_basis, sh_basis
@@ -308,7 +309,7 @@ def outward_signs(avatar: GaussianAvatar) -> np.ndarray:
     the body dark under a light in front of it. Only the needed row of each rotation matrix is
     formed: the viewport calls this for every Gaussian at import.
     """
-    w, x, y, z = np.ascontiguousarray(avatar.rotations.T)
+    w, x, y, z = component_rows(avatar.rotations)
     # Row 2 of the rotation matrix of q / |q|: the Z of its X, Y and Z axes, each times |q|^2
     # (which leaves the signs alone).
     squared_norm = w * w + x * x + y * y + z * z
