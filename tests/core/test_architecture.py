@@ -314,3 +314,16 @@ def test_blender_loaded_core_modules_need_no_engine_packages(module: str) -> Non
     assert result.returncode == 0, result.stderr
     pulled_in = json.loads(result.stdout.strip().splitlines()[-1])
     assert pulled_in == [], f"importing {module} pulls in {pulled_in}"
+
+
+def test_test_modules_one_run_collects_have_distinct_names() -> None:
+    """The main run collects tests/core, tests/engine and tests/gpu together, as modules named by
+    their file (the folders are not packages): two files of one name stop it at collection."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for folder in ("core", "engine", "gpu"):
+        for path in sorted((REPO_ROOT / "tests" / folder).glob("test_*.py")):
+            if path.name in seen:
+                clashes.append(f"{seen[path.name].relative_to(REPO_ROOT)} and {path.relative_to(REPO_ROOT)}")
+            seen.setdefault(path.name, path)
+    assert not clashes, f"Test modules of one name: {'; '.join(clashes)}"
