@@ -326,6 +326,13 @@ class _StageRunner:
         else:
             result = compute()
             self.stages.save(name, *save(result))
+            # Go on from the stage as the cache now holds it, which is what a resumed build reads
+            # (the capture pose, for one, is kept to 6 decimals): so a build stopped and resumed
+            # anywhere makes the same avatar as one that ran through. Without a cache (--no-cache)
+            # the next stage takes the result as computed, and may differ in the last digits.
+            saved = self.stages.load(name)
+            if saved is not None:
+                result = load(*saved)
             self.report.stages[name] = {"cached": False, "seconds": round(time.monotonic() - started, 2)}
             self.progress.done(f"{name}: done")
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def _perceive(photos, **_) -> PerceiveResult:
 def _fit_body(perceptions, photos, **_) -> BodyFit:
     rig = make_tube_rig()
     pose = Pose.rest(rig.joint_count)
-    pose.translation[:] = (0.1, -0.2, 0.05)
+    pose.translation[:] = (0.1234567, -0.2, 0.05)  # more decimals than the cache keeps
     intrinsics = np.array([[20.0, 0, 5], [0, 20.0, 6], [0, 0, 1]])
     views = []
     for index, (photo, seen) in enumerate(zip(photos, perceptions, strict=True)):
@@ -165,6 +166,36 @@ def test_every_stage_is_cached_and_taken_back_whole(photos, tmp_path, calls):
     for got, want in zip(body.views, fitted.views, strict=True):
         np.testing.assert_allclose(got.camera.viewmat, want.camera.viewmat, rtol=0, atol=1e-15)
         np.testing.assert_allclose(got.camera.position, want.camera.position, rtol=0, atol=1e-14)
+
+
+def test_a_resumed_build_fits_the_gaussians_to_the_same_body_as_one_that_ran_through(
+    photos, tmp_path, monkeypatch
+):
+    """The next stage starts from a finished stage as the cache holds it, not as it was computed:
+    else a build resumed after its body fit (which reads the body back from the cache, the pose
+    kept to 6 decimals) fits its Gaussians to a slightly different body than one that ran through,
+    and makes a different avatar from the same photos."""
+    bodies = []
+
+    def recording(body, settings, **_):
+        bodies.append(body)
+        return _fit_gaussians(body, settings)
+
+    for stage, (attribute, function) in STAND_INS.items():
+        monkeypatch.setattr(pipeline, attribute, recording if stage == "fit_gaussians" else function)
+    through = _build(photos, tmp_path, "through.lca")
+    shutil.rmtree(_stage_folder(through, "fit_gaussians"))  # stopped after the body fit, then resumed
+    resumed = _build(photos, tmp_path, "resumed.lca")
+    assert resumed.stages["fit_body"]["cached"] and not resumed.stages["fit_gaussians"]["cached"]
+    ran_through, resumed_body = bodies
+    np.testing.assert_array_equal(ran_through.pose.translation, resumed_body.pose.translation)
+    np.testing.assert_array_equal(ran_through.pose.rotations, resumed_body.pose.rotations)
+    np.testing.assert_array_equal(ran_through.expressions, resumed_body.expressions)
+    for a, b in zip(ran_through.views, resumed_body.views, strict=True):
+        np.testing.assert_array_equal(a.camera.viewmat, b.camera.viewmat)
+        np.testing.assert_array_equal(a.camera.position, b.camera.position)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.pixels, b.pixels)
 
 
 def _truncate(path: Path) -> None:
