@@ -842,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The console entry point."""
+    if "build" in sys.argv[1:]:
+        from .reconstruct.pipeline import load_signal_taking_libraries
+
+        load_signal_taking_libraries()  # before the engine takes the signals (see there)
     # Cancelling from the add-on (terminate) must clean up as Ctrl-C does: temporary files go.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = main()

@@ -353,13 +353,22 @@ def _cameras(photos: Sequence[Photo], perceptions: Sequence[Perception], progres
     if len(used) < 3:
         return None
     masks = {seen.source: seen.mask for seen in perceptions}
-    with _own_signal_handlers():
-        try:
-            import pycolmap  # noqa: F401  (loaded here: its glog installs crash handlers on import)
-        except ImportError:
-            pass
+    load_signal_taking_libraries()
     with tempfile.TemporaryDirectory(prefix="lca-sfm-") as workdir:
         return structure_from_motion(used, masks, Path(workdir), progress=progress)
+
+
+def load_signal_taking_libraries() -> None:
+    """Load COLMAP (SfM), whose glog puts crash handlers in place for SIGTERM and others as it
+    loads, keeping Python's handlers. A SIGTERM that comes while it loads still meets glog's (a
+    stack printed, the process killed): the engine calls this as it starts a build, before it takes
+    the signals, where a kill stops it before it has written anything (the torture script's kills
+    found the window when it lay in the cameras stage)."""
+    with _own_signal_handlers():
+        try:
+            import pycolmap  # noqa: F401
+        except ImportError:
+            pass
 
 
 @contextlib.contextmanager

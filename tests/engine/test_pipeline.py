@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib.util
 import logging
 import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +199,44 @@ def test_a_resumed_build_fits_the_gaussians_to_the_same_body_as_one_that_ran_thr
         np.testing.assert_array_equal(a.camera.position, b.camera.position)
         np.testing.assert_array_equal(a.mask, b.mask)
         np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def test_loading_sfm_keeps_the_engines_signal_handlers():
+    """COLMAP's glog puts its own SIGTERM handler in place as it loads: the engine loads it under
+    its own, which stay (else the add-on's Cancel would print a stack and kill the build)."""
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        from lca_blender.reconstruct import pipeline
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        pipeline.load_signal_taking_libraries()
+        print("pycolmap" in sys.modules, signal.getsignal(signal.SIGTERM) is signal.default_int_handler)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded, kept = result.stdout.split()
+    assert kept == "True"
+    assert loaded == str(importlib.util.find_spec("pycolmap") is not None)
+
+
+def test_the_engine_loads_sfm_before_it_takes_the_signals_for_a_build():
+    """So that a Cancel in the cameras stage meets the engine's handler, never glog's."""
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        from lca_blender import cli
+        sys.argv = ["lca-avatar", "--progress", "jsonl", "build", "photos", "-o", "a.lca"]
+        def main():
+            print("pycolmap" in sys.modules, signal.getsignal(signal.SIGTERM) is signal.default_int_handler)
+            return 0
+        cli.main = main
+        cli.run()
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(importlib.util.find_spec("pycolmap") is not None), "True"]
 
 
 def _truncate(path: Path) -> None:
