@@ -171,8 +171,9 @@ def _write_container(
         manifest_bytes = json.dumps(manifest, indent=1, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
         raise AvatarError(f"The avatar's metadata cannot be saved as JSON: {error}.") from None
-    with atomic_output(path) as temporary:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        archive = zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        try:
             archive.writestr(MANIFEST_NAME, manifest_bytes)
             for name, array in arrays.items():
                 buffer = io.BytesIO()
@@ -183,6 +184,15 @@ def _write_container(
                 stored = name.startswith("gaussians/")
                 compression = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 archive.writestr(f"arrays/{name}.npy", buffer.getvalue(), compress_type=compression)
+        except BaseException:
+            # Stopped midway (Ctrl-C, the add-on's Cancel, a full disk): the file is thrown away
+            # unfinished. Stopped while zipfile was opening an entry, its close() would refuse
+            # with an error of its own in place of the stop (the file itself closes above).
+            with contextlib.suppress(ValueError):
+                archive.close()
+            archive.fp = None  # nothing more to write: its finaliser would try close() again
+            raise
+        archive.close()
 
 
 class _Container:

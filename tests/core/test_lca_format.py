@@ -285,6 +285,25 @@ def test_failed_write_leaves_nothing_behind(tube_avatar, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stop_while_an_entry_opens_is_the_stop_and_leaves_nothing(tube_avatar, tmp_path, monkeypatch):
+    """Ctrl-C (or the add-on's Cancel) that lands while zipfile opens an entry: zipfile's close()
+    then refuses ("an open writing handle"), and that error must not take the stop's place."""
+    made = []
+    real = zipfile._get_compressor
+
+    def compressor(*args, **kwargs):
+        made.append(1)
+        if len(made) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "_get_compressor", compressor)
+    path = tmp_path / "a.lca"
+    with pytest.raises(KeyboardInterrupt):
+        lca.write_avatar(path, tube_avatar)
+    assert len(made) == 4 and list(tmp_path.iterdir()) == []
+
+
 def test_failed_write_keeps_the_old_file(tube_avatar, tmp_path, monkeypatch):
     path = tmp_path / "avatar.lca"
     lca.write_avatar(path, tube_avatar)
