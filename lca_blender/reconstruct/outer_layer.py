@@ -6,7 +6,11 @@ Engine only (numpy). The steps, all at the capture pose in the body's world fram
 1. **Visual hull.** A voxel grid round the posed body is carved by every photo's person mask: a
    voxel stays where each photo that sees it shows the person there (the masks are widened by a
    pixel or two, so that a camera a pixel out does not carve the person away). Voxels outside a
-   photo's frame are not carved by it.
+   photo's frame are not carved by it. A photo whose camera or mask is far off disagrees with all
+   the others: it alone carves away what every other photo shows as the person (a camera the
+   body fit placed wrongly cut a dress down to shorts). Such photos are left out of the carve,
+   the worst first, while one alone carves more than `max_dissent` of what the others keep, and
+   the Gaussians are fitted without them too.
 2. **Surface.** The hull's boundary faces become a quad mesh, oriented outwards, smoothed with
    Taubin's shrink-free smoothing so that the voxels' staircase goes.
 3. **What is beyond the skin.** The hull touches the skin wherever clothes are tight; where it lies
@@ -52,6 +56,7 @@ class OuterLayerSettings:
     min_mask: float  # mask value above which a pixel shows the person
     mask_slack: int  # pixels the masks are widened by before carving
     min_views: int  # fewer photos cannot carve a hull
+    max_dissent: float  # a photo that alone carves more than this share of the hull is left out
     smoothing_steps: int  # Taubin iterations (each a shrink and an inflate)
     min_distance: float  # metres from the skin beyond which the hull is the outer layer
     grow_rings: int  # rings of faces the outer part is grown by, to meet the skin
@@ -68,6 +73,7 @@ OUTER_LAYER_SETTINGS = OuterLayerSettings(
     min_mask=0.5,
     mask_slack=1,
     min_views=3,
+    max_dissent=0.1,
     smoothing_steps=12,
     min_distance=0.03,
     grow_rings=2,
@@ -87,6 +93,7 @@ class Hull:
     occupied: np.ndarray  # [X, Y, Z] bool
     origin: np.ndarray  # [3] float64
     voxel: float
+    dropped: tuple[str, ...] = ()  # photos left out of the carve (their `View.source`)
 
 
 @dataclass(frozen=True)
@@ -111,24 +118,27 @@ def fit_outer_layer(body: BodyFit, settings: OuterLayerSettings = OUTER_LAYER_SE
     skin = skin_vertices(rig, expression_vertices(rig, expressions), transforms.astype(np.float32))
     skin = skin.astype(np.float64)
     hull = carve_hull(body.views, skin, settings)
+    # A photo the carve left out would also blur the Gaussians' fit: they are fitted without it.
+    views = [view for view in body.views if view.source not in hull.dropped]
     surface = smooth(hull_surface(hull), settings.smoothing_steps)
     distances, _ = nearest_points(surface.vertices, skin)
-    beyond = beyond_skin_outline(body.views, skin, rig.triangles, surface.vertices, settings)
+    beyond = beyond_skin_outline(views, skin, rig.triangles, surface.vertices, settings)
     outer = outer_part(surface, distances, beyond, settings)
     report = {
         "hull_voxels": int(hull.occupied.sum()),
+        "photos_left_out": list(hull.dropped),
         "vertices": int(len(outer.vertices)),
         "triangles": int(len(outer.triangles)),
         "area_m2": round(float(_triangle_areas(outer.vertices, outer.triangles).sum()), 4),
     }
     logger.info("Outer layer: %s", report)
     if len(outer.triangles) == 0:
-        return dataclasses.replace(body, report=body.report | {"outer_layer": report})
+        return dataclasses.replace(body, views=views, report=body.report | {"outer_layer": report})
     weights = diffused_weights(rig, skin, outer.vertices, settings)
     rest = unskin(outer.vertices, weights, transforms)
     return dataclasses.replace(
         body, rig=append_layer(rig, rest, outer.triangles, weights, settings.weights_per_vertex),
-        report=body.report | {"outer_layer": report},
+        views=views, report=body.report | {"outer_layer": report},
     )  # fmt: skip
 
 
@@ -136,7 +146,8 @@ def fit_outer_layer(body: BodyFit, settings: OuterLayerSettings = OUTER_LAYER_SE
 
 
 def carve_hull(views: list[View], skin: np.ndarray, settings: OuterLayerSettings) -> Hull:
-    """The voxels every photo shows as the person, in a box round the posed skin `skin` [V, 3]."""
+    """The voxels every photo (but those that disagree with all the others) shows as the person,
+    in a box round the posed skin `skin` [V, 3]."""
     low = skin.min(axis=0) - settings.margin
     high = skin.max(axis=0) + settings.margin
     low[2] = skin[:, 2].min() - settings.below_feet
@@ -144,25 +155,54 @@ def carve_hull(views: list[View], skin: np.ndarray, settings: OuterLayerSettings
     shape = np.ceil((high - low) / settings.voxel).astype(int)
     axes = [low[a] + (np.arange(shape[a]) + 0.5) * settings.voxel for a in range(3)]
     centres = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    occupied = np.ones(len(centres), bool)
+    shown = np.stack([_shows_person(view, centres, settings) for view in views])
+    kept = consistent_views(shown, settings.max_dissent, settings.min_views)
+    dropped = [view.source for view, keep in zip(views, kept, strict=True) if not keep]
+    if dropped:
+        logger.warning(
+            "Outer layer: left out of the hull, as each alone carves away what the other photos "
+            "show as the person (its camera or mask is off): %s.", ", ".join(dropped),
+        )  # fmt: skip
+    occupied = shown[kept].all(axis=0)
+    return Hull(occupied.reshape(shape), low, settings.voxel, tuple(dropped))
+
+
+def _shows_person(view: View, points: np.ndarray, settings: OuterLayerSettings) -> np.ndarray:
+    """[N] bool: whether `view`'s widened mask shows the person where each of `points` [N, 3] falls
+    (True outside its frame or behind its camera: a photo carves only what it sees)."""
     kernel = np.ones((2 * settings.mask_slack + 1,) * 2, np.uint8)
-    for view in views:
-        person = cv2.dilate((view.mask > settings.min_mask).astype(np.uint8), kernel) > 0
-        camera = view.camera
-        alive = np.flatnonzero(occupied)
-        points = centres[alive]
-        in_camera = points @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
-        depth = in_camera[:, 2]
-        in_front = depth > 1e-3
-        pixels = in_camera[:, :2] / np.where(in_front, depth, 1.0)[:, None]
-        pixels = pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2]
-        columns, rows = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
-        height, width = person.shape
-        inside = in_front & (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
-        carved = np.zeros(len(alive), bool)
-        carved[inside] = ~person[rows[inside], columns[inside]]
-        occupied[alive[carved]] = False
-    return Hull(occupied.reshape(shape), low, settings.voxel)
+    person = cv2.dilate((view.mask > settings.min_mask).astype(np.uint8), kernel) > 0
+    camera = view.camera
+    in_camera = points @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
+    depth = in_camera[:, 2]
+    in_front = depth > 1e-3
+    pixels = in_camera[:, :2] / np.where(in_front, depth, 1.0)[:, None]
+    pixels = pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2]
+    columns, rows = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
+    height, width = person.shape
+    seen = in_front & (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
+    shows = np.ones(len(points), bool)
+    shows[seen] = person[rows[seen], columns[seen]]
+    return shows
+
+
+def consistent_views(shown: np.ndarray, max_dissent: float, min_views: int) -> np.ndarray:
+    """[P] bool: the photos to carve with, given `shown` [P, N] (photo p shows voxel n as the
+    person). A photo's dissent is what it alone carves away (every other photo keeps it), as a
+    share of what all the photos kept so far keep but for it; the most dissenting photo goes
+    while its dissent passes `max_dissent` and more than `min_views` photos would remain."""
+    kept = np.ones(len(shown), bool)
+    while kept.sum() > min_views:
+        indices = np.flatnonzero(kept)
+        votes = shown[indices].sum(axis=0)
+        others_keep = votes >= len(indices) - 1
+        alone = others_keep[None] & ~shown[indices]  # [kept photos, N]
+        dissent = alone.sum(axis=1) / max(int(others_keep.sum()), 1)
+        worst = int(np.argmax(dissent))
+        if dissent[worst] <= max_dissent:
+            break
+        kept[indices[worst]] = False
+    return kept
 
 
 # -- 2. its surface --------------------------------------------------------------------------------

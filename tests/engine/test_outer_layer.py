@@ -8,6 +8,8 @@ clothes gets next to no outer layer.
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -206,3 +208,36 @@ def test_outer_layer_weights_are_kept_as_the_strongest_and_normalised(small_rig)
     np.testing.assert_allclose(appended.skin_weights[-3:].sum(axis=1), 1.0, atol=1e-6)
     assert appended.triangles[-1].tolist() == [rig.vertex_count, rig.vertex_count + 1, rig.vertex_count + 2]
     assert (appended.expression_deltas[:, -3:] == 0).all()
+
+
+def test_a_photo_that_alone_carves_what_all_others_keep_is_left_out():
+    rng = np.random.default_rng(4)
+    person = rng.random(400) < 0.5
+    shown = np.tile(person, (6, 1)) | (rng.random((6, 400)) < 0.02)  # masks a little generous
+    shown[4] = person & (np.arange(400) < 120)  # a camera far off: most of the person carved away
+    kept = outer_layer.consistent_views(shown, max_dissent=0.1, min_views=3)
+    assert kept.tolist() == [True, True, True, True, False, True]
+    # Photos that agree are all kept, and the carve never leaves fewer than min_views.
+    assert outer_layer.consistent_views(np.tile(person, (6, 1)), 0.1, 3).all()
+    assert outer_layer.consistent_views(rng.random((4, 400)) < 0.5, 0.1, 3).sum() == 3
+
+
+@pytest.mark.slow
+def test_a_misplaced_camera_does_not_carve_the_skirt_away():
+    """The body fit can place a photo's camera wrongly (a real build put one 20 degrees off): it is
+    left out of the hull and of the Gaussians' fit, and the skirt is carved as without it."""
+    subject = _subject(("skirt",))
+    body = _body_fit(subject)
+    truth = outer_layer.fit_outer_layer(body)
+    wrong = body.views[5]
+    turn = np.eye(4)
+    angle = np.radians(20)
+    turn[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    camera = dataclasses.replace(wrong.camera, viewmat=turn @ wrong.camera.viewmat)
+    views = [*body.views[:5], dataclasses.replace(wrong, camera=camera), *body.views[6:]]
+    layered = outer_layer.fit_outer_layer(dataclasses.replace(body, views=views))
+    assert layered.report["outer_layer"]["photos_left_out"] == [wrong.source]
+    assert [view.source for view in layered.views] == [v.source for v in body.views if v is not wrong]
+    assert truth.report["outer_layer"]["photos_left_out"] == []
+    area, true_area = layered.report["outer_layer"]["area_m2"], truth.report["outer_layer"]["area_m2"]
+    assert abs(area - true_area) < 0.05 * true_area
