@@ -285,6 +285,8 @@ def test_failed_write_leaves_nothing_behind(tube_avatar, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+# Python 3.13's zipfile: the entry's writer, stopped inside its __init__, complains when collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_stop_while_an_entry_opens_is_the_stop_and_leaves_nothing(tube_avatar, tmp_path, monkeypatch):
     """Ctrl-C (or the add-on's Cancel) that lands while zipfile opens an entry: zipfile's close()
     then refuses ("an open writing handle"), and that error must not take the stop's place."""
