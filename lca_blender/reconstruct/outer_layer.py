@@ -167,17 +167,22 @@ def carve_hull(views: list[View], skin: np.ndarray, settings: OuterLayerSettings
     return Hull(occupied.reshape(shape), low, settings.voxel, tuple(dropped))
 
 
+def _project(camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`points` [N, 3] through `camera`: pixel coordinates [N, 2] (x, y) and depths [N]; points
+    at or behind the camera (depth <= 1e-3) get finite pixels that callers leave out."""
+    in_camera = points @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
+    depth = in_camera[:, 2]
+    pixels = in_camera[:, :2] / np.maximum(depth, 1e-3)[:, None]
+    return pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2], depth
+
+
 def _shows_person(view: View, points: np.ndarray, settings: OuterLayerSettings) -> np.ndarray:
     """[N] bool: whether `view`'s widened mask shows the person where each of `points` [N, 3] falls
     (True outside its frame or behind its camera: a photo carves only what it sees)."""
     kernel = np.ones((2 * settings.mask_slack + 1,) * 2, np.uint8)
     person = cv2.dilate((view.mask > settings.min_mask).astype(np.uint8), kernel) > 0
-    camera = view.camera
-    in_camera = points @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
-    depth = in_camera[:, 2]
+    pixels, depth = _project(view.camera, points)
     in_front = depth > 1e-3
-    pixels = in_camera[:, :2] / np.where(in_front, depth, 1.0)[:, None]
-    pixels = pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2]
     columns, rows = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
     height, width = person.shape
     seen = in_front & (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
@@ -307,11 +312,9 @@ def _components(triangles: np.ndarray, count: int) -> np.ndarray:
 
 def skin_outline(camera, skin: np.ndarray, triangles: np.ndarray, slack: int) -> np.ndarray:
     """[H, W] bool: where the posed skin covers the photo, widened by `slack` pixels."""
-    in_camera = skin @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
-    pixels = in_camera[:, :2] / np.maximum(in_camera[:, 2:], 1e-3)
-    pixels = pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2]
+    pixels, depth = _project(camera, skin)
     image = np.zeros((camera.height, camera.width), np.uint8)
-    in_front = (in_camera[triangles, 2] > 1e-3).all(axis=1)
+    in_front = (depth[triangles] > 1e-3).all(axis=1)
     for corners in np.round(pixels[triangles[in_front]] * 16).astype(np.int32):
         cv2.fillConvexPoly(image, corners, 1, shift=4)
     kernel = np.ones((2 * slack + 1,) * 2, np.uint8)
@@ -331,11 +334,9 @@ def beyond_skin_outline(
         camera = view.camera
         outline = skin_outline(camera, skin, triangles, 2 * settings.mask_slack)
         person = view.mask > settings.min_mask
-        in_camera = points @ camera.viewmat[:3, :3].T.astype(np.float64) + camera.viewmat[:3, 3]
-        pixels = in_camera[:, :2] / np.maximum(in_camera[:, 2:], 1e-3)
-        pixels = pixels @ camera.intrinsics[:2, :2].T.astype(np.float64) + camera.intrinsics[:2, 2]
+        pixels, depth = _project(camera, points)
         columns, rows = np.round(pixels[:, 0]).astype(np.int64), np.round(pixels[:, 1]).astype(np.int64)
-        inside = (in_camera[:, 2] > 1e-3) & (columns >= 0) & (columns < camera.width)
+        inside = (depth > 1e-3) & (columns >= 0) & (columns < camera.width)
         inside &= (rows >= 0) & (rows < camera.height)
         seen = np.flatnonzero(inside)
         beyond[seen] |= person[rows[seen], columns[seen]] & ~outline[rows[seen], columns[seen]]
