@@ -32,6 +32,15 @@ and outside and solves the band between from the photo's colours:
    to the measured backdrop hue), so a green shirt keeps its green and a hand loses the screen's.
    Only the band changes: elsewhere the photo's colours are kept bit for bit.
 
+**Completing the mask** (`complete_mask`, every build): MediaPipe's mask also misses whole parts
+of people in loose clothes (a side view of a bell-shaped dress lost the dress and legs, 59 % of
+the person; ponytails' tips, shoes). In front of a plain backdrop the person is whatever is not
+the backdrop: the backdrop is modelled from the pixels outside the mask, smoothly, rejecting
+what does not fit it (the missing person, coarse to fine), and the regions off it that are
+attached to the mask, within the person's reach (the mask's and the pose landmarks' box,
+widened), join it; a shadow (the backdrop's chromaticity, darker) does not. A busy backdrop,
+which the smooth model cannot predict, leaves the mask as it is.
+
 Colours are solved in display (sRGB) values, where the photos' edges are mixed (the example
 subjects are composited there and the fit compares premultiplied display colours); what goes in
 and comes out is linear light.
@@ -75,6 +84,25 @@ class MatteSettings:
     coarse_pull: float = 0.02  # the cost of a unit of coverage away from the coarse mask (breaks ties)
     coloured_backdrop: float = 0.25  # saturation from which the backdrop's spill is taken off
     tint_match: float = 0.05  # relative distance within which an edge colour is its neighbour's, tinted
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    """How the coarse mask is completed from the backdrop (module docstring). Widths are fractions
+    of the person's size in pixels; colour distances are in display values."""
+
+    schedule: tuple[float, ...] = (0.25, 0.25, 0.12, 0.12, 0.06)  # the backdrop model's blur, per pass
+    outliers: float = 6.0  # off the model by this many times its noise: not the backdrop
+    distinct: float = 0.06  # ... and by at least this much
+    busiest: float = 0.03  # a backdrop noisier than this about its model is not plain: no completion
+    shadow_darkest: float = 0.25  # a darker pixel of the backdrop's chromaticity is no shadow
+    shadow_chroma: float = 0.05  # relative distance off the backdrop's colour within which it is shadow
+    reach: float = 0.15  # how far beyond the mask's and landmarks' box the person may reach
+    material_reach: float = 0.5  # how far from its pixels one of the backdrop's colours is modelled
+    min_pixels: int = 100  # a smaller mask is no person to complete
+
+
+DEFAULT_COMPLETION = CompletionSettings()
 
 
 @dataclass(frozen=True)
@@ -151,6 +179,84 @@ def refine_matte(pixels: np.ndarray, coarse: np.ndarray, settings: MatteSettings
         len(rows),
     )
     return Matte(alpha=alpha, foreground=foreground, unknown=unknown, coloured_backdrop=coloured)
+
+
+def complete_mask(
+    pixels: np.ndarray,
+    coarse: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    settings: CompletionSettings = DEFAULT_COMPLETION,
+) -> np.ndarray:
+    """[H, W] float32: the coarse person mask with what is off a plain backdrop and attached to it
+    added (module docstring); `coarse` itself where the backdrop is busy or no person is masked.
+
+    pixels: [H, W, 3] linear light in [0, 1]; coarse: [H, W] person probability in [0, 1];
+    landmarks: [K, 2] pixel (x, y) of the person's pose landmarks in view (feet, hands, head),
+    which bound the person's reach where the mask has lost a whole part.
+    """
+    image, mask = _checked(pixels, coarse)
+    person = mask > 0.5
+    if person.sum() < settings.min_pixels:
+        return mask
+    display = linear_to_srgb(image).astype(np.float32)
+    rows, columns = np.nonzero(person)
+    top, bottom, left, right = rows.min(), rows.max(), columns.min(), columns.max()
+    if landmarks is not None and len(landmarks):
+        left, top = min(left, landmarks[:, 0].min()), min(top, landmarks[:, 1].min())
+        right, bottom = max(right, landmarks[:, 0].max()), max(bottom, landmarks[:, 1].max())
+    size = float(max(bottom - top, right - left) + 1)
+    reach = settings.reach * size
+    row_index, column_index = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    within = (row_index >= top - reach) & (row_index <= bottom + reach)
+    within = within & (column_index >= left - reach) & (column_index <= right + reach)
+    # The backdrop: a smooth model of what lies outside the (slightly widened) mask, refitted
+    # without what lies off it, so the parts the mask lost fall out of it pass by pass.
+    backdrop_pixels = ~_dilated(person, 2)
+    for fraction in settings.schedule:
+        backdrop = _spread(display, backdrop_pixels, max(int(fraction * size), 2))
+        residual = np.linalg.norm(display - backdrop, axis=-1)
+        noise = 1.4826 * float(np.median(residual[backdrop_pixels]))
+        threshold = max(settings.outliers * noise, settings.distinct)
+        backdrop_pixels &= residual < threshold
+    if noise > settings.busiest or not backdrop_pixels.any():
+        logger.debug("Mask not completed: the backdrop is busy (noise %.3f).", noise)
+        return mask
+    # A backdrop of several materials (a wall and a floor) has sharp edges no smooth model
+    # follows: each of its main colours is modelled on its own too, near where it is, and a pixel
+    # is the backdrop if it fits any of them.
+    # Its colours are taken beyond the person's reach, where the lost parts cannot be, and each
+    # is modelled from the pixels of its colour there and those the smooth model kept.
+    outside = ~_dilated(person, 2)
+    far = outside & ~within
+    palette = _palette(display[far] if far.sum() >= settings.min_pixels else display[backdrop_pixels])
+    if len(palette) > 1:
+        distances = ((display[..., None, :] - palette) ** 2).sum(-1)
+        material = np.argmin(distances, axis=-1)
+        material[distances.min(axis=-1) > (2 * settings.distinct) ** 2] = -1
+        radius = max(int(settings.schedule[-1] * size), 2)
+        for index in range(len(palette)):
+            where = (backdrop_pixels | far) & (material == index)
+            near = _distance(~where) <= settings.material_reach * size
+            model = _spread(display, where, radius, near)
+            fit = np.where(near, np.linalg.norm(display - model, axis=-1), np.inf)
+            better = fit < residual
+            residual, backdrop = np.where(better, fit, residual), np.where(better[..., None], model, backdrop)
+    brightness, off = _along(display.reshape(-1, 3), backdrop.reshape(-1, 3))
+    shadow = (brightness >= settings.shadow_darkest) & (brightness <= 1.05) & (off < settings.shadow_chroma)
+    off_backdrop = (residual > threshold) & ~shadow.reshape(mask.shape) & within
+    _, labels = cv2.connectedComponents((off_backdrop | person).astype(np.uint8), connectivity=8)
+    attached = np.isin(labels, np.unique(labels[person])) & ~person
+    # An added pixel's coverage: how far it is off the backdrop against the most of its
+    # neighbours (a mixed outline pixel is part way between the backdrop and the person).
+    contrast = cv2.dilate(np.where(off_backdrop, residual, 0.0).astype(np.float32), np.ones((5, 5), np.uint8))
+    coverage = np.clip(residual / np.maximum(contrast, 1e-6), 0.0, 1.0)
+    added = np.where(attached, coverage, 0.0).astype(np.float32)
+    logger.debug("Mask completed: %d pixels added (backdrop noise %.4f).", int((added > 0.5).sum()), noise)
+    return np.maximum(mask, added)
+
+
+def _dilated(where: np.ndarray, radius: int) -> np.ndarray:
+    return cv2.dilate(where.astype(np.uint8), np.ones((2 * radius + 1,) * 2, np.uint8)) > 0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..errors import AvatarError
 from ..maths.colour import linear_to_srgb
 from ..progress import Progress
 from .ingest import Photo
-from .matte import MatteSettings, refine_matte
+from .matte import DEFAULT_COMPLETION, CompletionSettings, MatteSettings, complete_mask, refine_matte
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Perception:
     left_hand: np.ndarray | None  # [21, 3] float32 x, y, depth
     right_hand: np.ndarray | None  # [21, 3]
     face: np.ndarray | None  # [468, 3]
-    mask: np.ndarray  # [H, W] float32 person coverage: the refined matte (MediaPipe's mask unrefined)
+    mask: np.ndarray  # [H, W] float32 person coverage: MediaPipe's mask completed (and refined when matted)
     foreground: np.ndarray | None = None  # [H, W, 3] float32 linear: the person's colours, backdrop removed
 
     def landmark(self, name: str) -> np.ndarray:
@@ -67,6 +67,15 @@ class Perception:
 class PerceiveResult:
     perceptions: list[Perception] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+
+
+def _in_view(landmarks, width: int, height: int, least_visibility: float = 0.5) -> np.ndarray:
+    """[K, 2] pixel (x, y) of the pose landmarks MediaPipe sees in the photo."""
+    points = _points(landmarks, width, height, visibility=True)
+    if points is None:
+        return np.zeros((0, 2), np.float32)
+    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    return points[inside & (points[:, 3] > least_visibility), :2]
 
 
 def _points(landmarks, width: int, height: int, visibility: bool = False) -> np.ndarray | None:
@@ -115,11 +124,13 @@ def perceive(
     min_photos: int = 1,
     progress: Progress | None = None,
     matte: MatteSettings | None = None,
+    completion: CompletionSettings | None = DEFAULT_COMPLETION,
 ) -> PerceiveResult:
     """Landmarks and mattes for every photo showing one person; the others are skipped, with why.
 
-    `matte` sets how MediaPipe's mask is refined (see `matte.py`, e.g. `DEFAULT_MATTE`); None (the
-    default) keeps MediaPipe's mask and leaves `Perception.foreground` unset."""
+    `completion` adds what MediaPipe's mask lost in front of a plain backdrop (`matte.py`; None
+    keeps its mask). `matte` sets how the mask is then refined at its edges (e.g. `DEFAULT_MATTE`);
+    None (the default) leaves `Perception.foreground` unset."""
     try:
         import mediapipe as mp
     except ImportError:
@@ -150,6 +161,9 @@ def perceive(
             elif people > 1:
                 result.skipped[photo.source] = "several people found; use photos of one person"
             else:
+                if completion is not None:
+                    in_view = _in_view(seen.pose_landmarks, width, height)
+                    mask = complete_mask(photo.pixels, mask, in_view, completion)
                 refined = None if matte is None else refine_matte(photo.pixels, mask, matte)
                 result.perceptions.append(
                     Perception(

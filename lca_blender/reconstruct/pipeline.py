@@ -45,8 +45,9 @@ from .views import BodyFit, Preset, View, capture_from_json, capture_to_json, pr
 logger = logging.getLogger(__name__)
 
 # Bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte, 5: outer layer,
-# 6: photos that disagree with the others left out of the hull and of the Gaussians' fit).
-PIPELINE_VERSION = 6
+# 6: photos that disagree with the others left out of the hull and of the Gaussians' fit,
+# 7: person masks completed from the backdrop, the outer layer snapped onto the photos' outlines).
+PIPELINE_VERSION = 7
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from lca_blender.maths.colour import linear_to_srgb, srgb_to_linear
 from lca_blender.reconstruct.ingest import Photo, ingest
-from lca_blender.reconstruct.matte import Matte, MatteError, MatteSettings, refine_matte
+from lca_blender.reconstruct.matte import Matte, MatteError, MatteSettings, complete_mask, refine_matte
 from lca_blender.reconstruct.perceive import DEFAULT_MATTE, matted_photos, perceive
 
 WIDTH, HEIGHT = 256, 320
@@ -311,3 +311,65 @@ def test_fitting_sees_the_de_spilled_colours(example):
     assert fitted[0].pixels is refined.foreground and fitted[0].source == photo.source
     assert fitted[1] is other  # not perceived: unchanged
     assert matted_photos([photo], [coarse])[0] is photo  # matting off: unchanged
+
+
+LOST_BELOW = 170  # rows of the figure below this (legs and shoes) a MediaPipe-like mask has lost
+
+
+def _lost_legs(case: Scene) -> np.ndarray:
+    coarse = case.coarse.copy()
+    coarse[LOST_BELOW:] = 0.0  # as MediaPipe lost a side view's whole dress and legs
+    return coarse
+
+
+def _feet(case: Scene) -> np.ndarray:
+    """[2, 2] pixel (x, y) of the soles, as the pose landmarks place them where the mask has none."""
+    rows, columns = np.nonzero(case.alpha[FEET_ROW - 4 :] >= 0.5)
+    return np.array([[columns.min(), FEET_ROW], [columns.max(), FEET_ROW]], np.float32)
+
+
+@pytest.mark.parametrize("kind", ["green", "blue", "grey", "floor"])
+def test_completion_finds_the_parts_the_mask_lost_in_front_of_a_plain_backdrop(kind):
+    for seed in SEEDS:
+        case = scene(kind, seed)
+        truth = case.alpha >= 0.5
+        coarse = _lost_legs(case)
+        completed = complete_mask(case.photo, coarse, _feet(case)) > 0.5
+        recall = (completed & truth).sum() / truth.sum()
+        assert (coarse > 0.5)[truth].mean() < 0.75, seed  # the reference: a quarter of the person lost
+        # Measured on seeds 0-2: recall 0.98-0.99, precision 0.96-0.99 (the coarse mask's own rim).
+        assert recall > 0.97, (seed, recall)
+        assert (completed & truth).sum() / completed.sum() > 0.94, seed
+        legs = truth.copy()
+        legs[:LOST_BELOW] = False
+        assert completed[legs].mean() > 0.95, seed  # measured 0.97-0.99 (the outline is soft)
+        if kind == "floor":  # the person's shadow on the floor is the backdrop's colour, darker
+            assert (completed[case.shadow]).mean() < 0.04, seed
+
+
+def test_completion_leaves_the_mask_alone_before_a_busy_backdrop_or_where_nothing_is_lost():
+    case = scene("grey", 0)
+    rng = np.random.default_rng(5)
+    texture = cv2.resize(rng.uniform(0, 1, (HEIGHT // 6, WIDTH // 6, 3)).astype(np.float32), (WIDTH, HEIGHT))
+    busy = srgb_to_linear(case.alpha[..., None] * case.foreground + (1 - case.alpha[..., None]) * texture)
+    coarse = _lost_legs(case)
+    np.testing.assert_array_equal(complete_mask(busy.astype(np.float32), coarse, _feet(case)), coarse)
+    np.testing.assert_array_equal(complete_mask(case.photo, np.zeros_like(coarse)), np.zeros_like(coarse))
+    # A whole mask gains fingers and strands it missed, and next to nothing that is not the person
+    # (measured over the four backdrops and seeds 0-2: 0-39 pixels, 0.3 % of the person), not the
+    # floor below a wall's sharp edge.
+    for kind in ("green", "blue", "grey", "floor"):
+        case = scene(kind, 2)
+        truth, coarse = case.alpha >= 0.5, case.coarse > 0.5
+        added = (complete_mask(case.photo, case.coarse, _feet(case)) > 0.5) & ~coarse
+        assert (added & ~truth).sum() < 0.005 * truth.sum(), kind
+        assert (added & truth).sum() > 100, kind
+
+
+def test_completion_adds_only_what_touches_the_person():
+    case = scene("grey", 1)
+    display = linear_to_srgb(case.photo).copy()
+    cv2.circle(display, (20, 40), 10, (0.2, 0.3, 0.8), -1)  # a blue ball on the wall, off the person
+    completed = complete_mask(srgb_to_linear(display).astype(np.float32), _lost_legs(case), _feet(case))
+    assert (completed[30:51, 10:31] > 0.5).sum() == 0
+    assert (completed > 0.5)[case.alpha >= 0.5].mean() > 0.97

@@ -20,6 +20,7 @@ pytest.importorskip("anny")
 from lca_blender.avatar import OUTER_LAYER, GaussianAvatar, Pose  # noqa: E402
 from lca_blender.evaluate.garments import pose_garment  # noqa: E402
 from lca_blender.evaluate.synthetic import SubjectSettings, draw_subject  # noqa: E402
+from lca_blender.maths.cameras import Camera, look_at  # noqa: E402
 from lca_blender.maths.deform import forward_kinematics, pose_avatar, pose_vertices  # noqa: E402
 from lca_blender.reconstruct import outer_layer  # noqa: E402
 from lca_blender.reconstruct.sample import sample_surface  # noqa: E402
@@ -182,6 +183,66 @@ def test_skin_tight_clothes_get_next_to_no_outer_layer():
     layered = outer_layer.fit_outer_layer(_body_fit(subject))
     area = layered.report["outer_layer"]["area_m2"]
     assert area < 0.02, f"{area} m² of outer layer on a body without clothes"
+
+
+def _uv_sphere(radius: float, rows: int = 24, columns: int = 48) -> outer_layer.Surface:
+    """A latitude-longitude sphere round the origin, its triangles counter-clockwise from outside."""
+    polar = np.linspace(0, np.pi, rows + 1)[1:-1]
+    azimuth = np.linspace(0, 2 * np.pi, columns, endpoint=False)
+    ring = np.stack(np.meshgrid(polar, azimuth, indexing="ij"), axis=-1).reshape(-1, 2)
+    sine = np.sin(ring[:, 0])
+    points = np.stack([sine * np.cos(ring[:, 1]), sine * np.sin(ring[:, 1]), np.cos(ring[:, 0])], 1)
+    vertices = radius * np.concatenate([[[0, 0, 1]], points, [[0, 0, -1]]])
+    index = 1 + np.arange((rows - 1) * columns).reshape(rows - 1, columns)
+    right = np.roll(index, -1, axis=1)
+    triangles = [np.stack([np.zeros(columns, int), index[0], right[0]], 1)]
+    for row in range(rows - 2):
+        a, b, c, d = index[row], index[row + 1], right[row + 1], right[row]
+        triangles += [np.stack([a, b, c], 1), np.stack([a, c, d], 1)]
+    triangles.append(np.stack([np.full(columns, len(vertices) - 1), right[-1], index[-1]], 1))
+    return outer_layer.Surface(vertices, np.concatenate(triangles))
+
+
+def test_snapping_moves_the_hull_onto_the_outlines_of_a_sphere():
+    """A sphere of radius r photographed all round, its hull 1 cm too large: the snap brings the
+    rim vertices to where they project `snap_margin` pixels outside the analytic outline (a
+    sphere's outline from distance D has radius f r / sqrt(D^2 - r^2) pixels; r is chosen to put
+    it on a pixel boundary, where the mask's outline is exact), never further than the carve's
+    surplus, and leaves a sphere inside every outline alone."""
+    settings = outer_layer.OUTER_LAYER_SETTINGS
+    distance, focal, size, outline_pixels = 3.0, 500.0, 256, 33.0
+    radius = outline_pixels * distance / np.hypot(focal, outline_pixels)
+    intrinsics = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]])
+    pixel = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1).reshape(-1, 2)
+    rays = np.concatenate([(pixel - size / 2) / focal, np.ones((len(pixel), 1))], 1)
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    # The ray from the camera at distance D passes the centre (on its axis) at D sin(angle to the axis).
+    mask = (distance * np.sqrt(1 - rays[:, 2] ** 2) < radius).reshape(size, size).astype(np.float32)
+    views = []
+    for k in range(16):
+        angle = 2 * np.pi * k / 16
+        position = distance * np.array([np.cos(angle), np.sin(angle), 0.0])
+        camera = Camera(f"c{k}", position, look_at(position, np.zeros(3)), intrinsics, size, size)
+        views.append(View(camera.name, np.zeros((size, size, 3), np.float32), mask, camera))
+    large = _uv_sphere(radius + 0.01)
+    assert _signed_volume(large.vertices, large.triangles) > 0
+    snapped = outer_layer.snap_to_outlines(large, views, settings)
+    moved = np.linalg.norm(large.vertices - snapped.vertices, axis=1)
+    metres_per_pixel = distance / focal
+    surplus = settings.voxel / 2 + (settings.mask_slack + 0.5 - settings.snap_margin) * metres_per_pixel
+    assert moved.max() <= surplus + 1e-9
+    outline = distance * (outline_pixels + settings.snap_margin) / focal
+    # Equator vertices facing a camera's side exactly (every 22.5 degrees) are on its rim.
+    equator = np.flatnonzero(np.abs(large.vertices[:, 2]) < 1e-9)
+    azimuth = np.degrees(np.arctan2(large.vertices[equator, 1], large.vertices[equator, 0]))
+    step = np.mod(azimuth, 22.5)
+    on_rim = equator[np.isclose(step, 0, atol=1e-6) | np.isclose(step, 22.5)]
+    assert len(on_rim) == 16
+    np.testing.assert_allclose(np.linalg.norm(snapped.vertices[on_rim], axis=1), outline, atol=0.0005)
+    assert np.linalg.norm(snapped.vertices[on_rim], axis=1).max() < radius + 0.01 - 0.004  # they did move
+    small = _uv_sphere(radius - 0.01)
+    unmoved = outer_layer.snap_to_outlines(small, views, settings)
+    np.testing.assert_array_equal(unmoved.vertices, small.vertices)
 
 
 @pytest.fixture(scope="module")
