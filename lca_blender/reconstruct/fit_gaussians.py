@@ -50,6 +50,7 @@ import torch
 from ..avatar import OUTER_LAYER, GaussianAvatar
 from ..errors import AvatarError
 from ..maths.colour import linear_to_srgb
+from ..maths.deform import forward_kinematics
 from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
 from ..maths.lights import AmbientSH, Lighting, SunLight, lighting_to_json
 from ..maths.rotations_torch import quaternion_multiply, quaternion_to_matrix
@@ -60,6 +61,7 @@ from ..maths.tone_torch import encode as tone_encode
 from ..progress import Progress
 from ..render import render
 from .losses import psnr, ssim
+from .outer_layer import connected_components
 from .sample import sample_surface
 from .views import BodyFit, Preset, View, capture_to_json
 
@@ -151,6 +153,8 @@ class LearningRates:
     opacity_logit: float
     albedo_logit: float
     visibility_logit: float  # the sun visibility's logit
+    head_turns: float  # radians: each photo's head turn
+    head_shifts: float  # metres: each photo's head shift
     camera_turns: float  # radians: each photo's camera turn
     camera_shifts: float  # metres: each photo's camera shift
 
@@ -162,6 +166,8 @@ LEARNING_RATES = LearningRates(
     opacity_logit=0.05,
     albedo_logit=0.03,
     visibility_logit=0.05,
+    head_turns=1e-3,
+    head_shifts=3e-4,
     camera_turns=4e-4,
     camera_shifts=1e-3,
 )
@@ -171,6 +177,13 @@ LEARNING_RATES = LearningRates(
 # photos agree on (1-3 px on the example subject), so the body still places the avatar.
 CAMERA_TURN_PRIOR = 25.0
 CAMERA_SHIFT_PRIOR = 2.5
+# Real people move between shots, and a body fit places each photo's head a little differently:
+# each photo also turns (about the head joint) and shifts what the head joints carry (the face,
+# hair on the head; blended by their skin weights), so that the photos agree on the face before
+# their colours are combined. The face is a few per cent of the person's pixels, so the prior is
+# weak: a few degrees and millimetres cost about what they win.
+HEAD_TURN_PRIOR = 1.0
+HEAD_SHIFT_PRIOR = 20.0
 # The learning rates decay exponentially to this fraction of their start by the last step: with
 # one photo per step, full-rate steps keep pulling each Gaussian towards the latest photo's view.
 FINAL_RATE = 0.1
@@ -519,6 +532,8 @@ class _Gaussians:
             )
             self.tilts, self.base_log_scale = self._rest_binding(rig.vertices, triangles)
         self.corner_vertices = triangles[self.triangle_ids]  # [N, 3]
+        # On the mouth's own mesh (teeth, tongue): hidden behind closed lips in every photo.
+        self.in_mouth = torch.as_tensor(mouth_vertices(rig), device=device)[self.corner_vertices].any(dim=1)
         self.max_offsets = torch.full((count,), MAX_NORMAL_OFFSET, device=device)
         if rig.vertex_layers is not None:
             outer = torch.as_tensor(rig.vertex_layers == OUTER_LAYER, device=device)
@@ -790,8 +805,9 @@ def fit_gaussians(
     lighting_tensors = capture.tensors()
     _start_albedo(gaussians, observed["gaussian_colors"], seen, capture, adjacency)
 
+    head = _HeadBinding.of(gaussians, body)
     corrections = _optimise(
-        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress, tone
+        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress, tone, head
     )
 
     progress.update(0.95, "Finding what the photos show")
@@ -810,6 +826,11 @@ def fit_gaussians(
         "exposure": [round(float(value), 4) for value in exposure],
         "camera_corrections_px": [
             round(correction.pixels(photo), 2) for correction, photo in zip(corrections, full, strict=True)
+        ],
+        "head_corrections_deg_cm": [
+            [round(value, 2) for value in correction.head.size()]
+            for correction in corrections
+            if correction.head is not None
         ],
     }
     progress.update(1.0, "Gaussians fitted")
@@ -837,11 +858,15 @@ def _parameter_groups(
     gaussians: _Gaussians, corrections: list[_CameraCorrection], rates: LearningRates
 ) -> list[dict]:
     """Adam's parameter groups: each Gaussian tensor with the rate of its name, then every photo's
-    camera turn and shift."""
+    head turn and shift (where corrected), then its camera turn and shift."""
     groups = []
     for name, parameter in gaussians.named_parameters().items():
         parameter.requires_grad_(True)
         groups.append({"params": [parameter], "lr": getattr(rates, name)})
+    heads = [correction.head for correction in corrections if correction.head is not None]
+    if heads:
+        groups.append({"params": [head.turns for head in heads], "lr": rates.head_turns})
+        groups.append({"params": [head.shifts for head in heads], "lr": rates.head_shifts})
     groups.append({"params": [correction.turns for correction in corrections], "lr": rates.camera_turns})
     groups.append({"params": [correction.shifts for correction in corrections], "lr": rates.camera_shifts})
     return groups
@@ -856,10 +881,11 @@ def _optimise(
     generator: torch.Generator,
     progress: Progress,
     tone: ToneCurve,
+    head: _HeadBinding | None = None,
 ) -> list[_CameraCorrection]:
     """Stage 4: `steps` Adam steps, one photo each in shuffled rounds, on the coarse photos first;
-    returns each photo's fitted camera correction."""
-    corrections = [_CameraCorrection(gaussians.device) for _ in full]
+    returns each photo's fitted camera (and head) correction."""
+    corrections = [_CameraCorrection(gaussians.device, head) for _ in full]
     # A photo's correction only has a gradient on its own steps; Adam leaves the others alone.
     optimiser = torch.optim.Adam(_parameter_groups(gaussians, corrections, LEARNING_RATES))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: FINAL_RATE ** (step / max(steps, 1)))
@@ -880,32 +906,91 @@ def _optimise(
     return corrections
 
 
+def _turn_quaternion(turn: torch.Tensor) -> torch.Tensor:
+    """[..., 4] unit quaternions (w, x, y, z) of rotation vectors `turn` [..., 3]."""
+    angle = turn.norm(dim=-1, keepdim=True)
+    half = 0.5 * angle
+    # sin(x/2)/x, written so its gradient stays finite at 0 (every fit starts there).
+    factor = torch.where(angle > 1e-6, torch.sin(half) / angle.clamp_min(1e-6), 0.5 - angle**2 / 48)
+    return torch.cat([torch.cos(half), factor * turn], dim=-1)
+
+
+@dataclass(frozen=True)
+class _HeadBinding:
+    """What a photo's head correction moves: each Gaussian's share of the head joints [N] and the
+    head joint's position at the capture pose [3]."""
+
+    weights: torch.Tensor
+    pivot: torch.Tensor
+
+    @staticmethod
+    def of(gaussians: _Gaussians, body: BodyFit) -> _HeadBinding | None:
+        rig = body.rig
+        if "head" not in rig.joint_names:
+            return None
+        heads = [index for index, name in enumerate(rig.joint_names) if name in FACE_JOINTS]
+        vertex_weights = np.zeros(rig.vertex_count, np.float32)
+        for joint in heads:
+            vertex_weights += (rig.skin_weights * (rig.skin_indices == joint)).sum(axis=1)
+        corners = torch.as_tensor(vertex_weights, device=gaussians.device)[gaussians.corner_vertices]
+        weights = (corners * gaussians.barycentrics).sum(dim=1)
+        pivot = forward_kinematics(rig, body.pose).world[rig.joint_index("head"), :3, 3]
+        return _HeadBinding(weights, torch.as_tensor(pivot, dtype=torch.float32, device=gaussians.device))
+
+
+class _HeadCorrection:
+    """A photo's head refinement: a turn [3] (rotation vector, radians, world axes) about the head
+    joint and a shift [3] (metres), applied to each Gaussian by its share of the head joints."""
+
+    def __init__(self, binding: _HeadBinding) -> None:
+        self.binding = binding
+        self.turns = torch.zeros(3, device=binding.pivot.device, requires_grad=True)
+        self.shifts = torch.zeros(3, device=binding.pivot.device, requires_grad=True)
+
+    def move(self, means: torch.Tensor, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        share = self.binding.weights[:, None]
+        quaternions = _turn_quaternion(share * self.turns)  # [N, 4]: each Gaussian's share of the turn
+        pivot = self.binding.pivot
+        turned = torch.einsum("nij,nj->ni", quaternion_to_matrix(quaternions), means - pivot) + pivot
+        return turned + share * self.shifts, quaternion_multiply(quaternions, rotations)
+
+    def prior(self) -> torch.Tensor:
+        return HEAD_TURN_PRIOR * self.turns.square().sum() + HEAD_SHIFT_PRIOR * self.shifts.square().sum()
+
+    def size(self) -> tuple[float, float]:
+        """(degrees, centimetres): the turn's angle and the shift's length."""
+        with torch.no_grad():
+            return math.degrees(float(self.turns.norm())), 100 * float(self.shifts.norm())
+
+
 class _CameraCorrection:
     """A photo's camera refinement: a turn [3] (rotation vector, radians) and a shift [3] (metres),
-    both in the camera's frame, applied after its world-to-camera transform."""
+    both in the camera's frame, applied after its world-to-camera transform; with a head binding,
+    also the photo's head correction (`_HeadCorrection`), applied first."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, head: _HeadBinding | None = None) -> None:
         self.turns = torch.zeros(3, device=device, requires_grad=True)
         self.shifts = torch.zeros(3, device=device, requires_grad=True)
+        self.head = None if head is None else _HeadCorrection(head)
 
     def move(
         self, photo: _Photo, means: torch.Tensor, rotations: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Means [N, 3] and rotations [N, 4] moved so that the photo's uncorrected camera sees them
-        as the corrected camera sees the originals."""
+        as the corrected camera sees the originals (the head corrected first)."""
+        if self.head is not None:
+            means, rotations = self.head.move(means, rotations)
         to_camera = photo.viewmat[0, :3, :3]
-        turn = to_camera.T @ self.turns  # the same turn about the camera centre, in world axes
-        angle = turn.norm()
-        half = 0.5 * angle
-        # sin(x/2)/x, written so its gradient stays finite at 0 (every fit starts there).
-        factor = torch.where(angle > 1e-6, torch.sin(half) / angle.clamp_min(1e-6), 0.5 - angle**2 / 48)
-        quaternion = torch.cat([torch.cos(half)[None], factor * turn])
+        quaternion = _turn_quaternion(to_camera.T @ self.turns)  # the same turn about the camera centre
         centre = photo.position
         moved = (means - centre) @ quaternion_to_matrix(quaternion).T + centre + to_camera.T @ self.shifts
         return moved, quaternion_multiply(quaternion.expand_as(rotations), rotations)
 
     def prior(self) -> torch.Tensor:
-        return CAMERA_TURN_PRIOR * self.turns.square().sum() + CAMERA_SHIFT_PRIOR * self.shifts.square().sum()
+        prior = (
+            CAMERA_TURN_PRIOR * self.turns.square().sum() + CAMERA_SHIFT_PRIOR * self.shifts.square().sum()
+        )
+        return prior if self.head is None else prior + self.head.prior()
 
     def pixels(self, photo: _Photo) -> float:
         """The correction's rough size in pixels, taking the person to be 2.5 m away (for the log)."""
@@ -932,7 +1017,9 @@ def _step_loss(
     means, rotations = correction.move(photo, means, rotations)
     # Discs facing away from the camera lie behind the body's near side: leaving them out halves
     # the rasterizer's work and changes no pixel (the margin keeps grazing discs at silhouettes).
-    front = ((normals * view_dirs).sum(1) > MIN_RENDERED_FACING).nonzero().squeeze(1)
+    # The mouth's mesh is left out too: behind closed lips it has nothing to explain, and its
+    # discs poking through thin lips took colours (blue-grey) that showed in other views.
+    front = (((normals * view_dirs).sum(1) > MIN_RENDERED_FACING) & ~gaussians.in_mouth).nonzero().squeeze(1)
     display = tone_encode(tone, linear[front])
     result = render(
         means[front],
@@ -975,12 +1062,39 @@ def _step_loss(
 
 def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> torch.Tensor:
     """[N] bool: unseen Gaussians on the part of the mesh that jawOpen moves, i.e. inside the mouth
-    (the outside of the lips and chin is in the photos). All False on rigs without a jawOpen shape."""
+    (the outside of the lips and chin is in the photos), and those on the mouth's own mesh (teeth,
+    tongue). All False on rigs without a jawOpen shape."""
     if "jawOpen" not in rig.expression_names:
         return torch.zeros_like(seen)
+    moved = torch.as_tensor(_jaw_moves(rig), device=seen.device)
+    own_mesh = getattr(gaussians, "in_mouth", torch.zeros_like(seen))
+    return (moved[gaussians.corner_vertices].any(dim=1) & ~seen) | own_mesh
+
+
+def _jaw_moves(rig) -> np.ndarray:
+    """[V] bool: the vertices jawOpen moves by more than MOUTH_MOVES (none without jawOpen)."""
+    if "jawOpen" not in rig.expression_names:
+        return np.zeros(rig.vertex_count, bool)
     deltas = rig.expression_deltas[rig.expression_names.index("jawOpen")]
-    moved = torch.as_tensor(np.linalg.norm(deltas, axis=1) > MOUTH_MOVES, device=seen.device)
-    return moved[gaussians.corner_vertices].any(dim=1) & ~seen
+    return np.linalg.norm(deltas, axis=1) > MOUTH_MOVES
+
+
+def mouth_vertices(rig) -> np.ndarray:
+    """[V] bool: the vertices of the mouth's own mesh: the skin's separate pieces (not the body's
+    surface, the largest) that jawOpen moves, such as Anny's teeth and tongue (eyes stay still)."""
+    result = np.zeros(rig.vertex_count, bool)
+    skin = rig.skin_vertex_count
+    triangles = rig.triangles[(rig.triangles < skin).all(axis=1)]
+    if len(triangles) == 0:
+        return result
+    labels = connected_components(triangles, skin)
+    pieces, sizes = np.unique(labels[np.unique(triangles)], return_counts=True)
+    moved = _jaw_moves(rig)[:skin]
+    for piece in pieces[pieces != pieces[np.argmax(sizes)]]:
+        members = labels == piece
+        if moved[members].any():
+            result[:skin][members] = True
+    return result
 
 
 def _photo_weights(

@@ -369,7 +369,7 @@ def _triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     )
 
 
-def _components(triangles: np.ndarray, count: int) -> np.ndarray:
+def connected_components(triangles: np.ndarray, count: int) -> np.ndarray:
     """[count] a label per vertex, equal for vertices joined by edges (label propagation)."""
     labels = np.arange(count)
     edges = _edges(triangles) if len(triangles) else np.zeros((0, 2), np.int64)
@@ -425,7 +425,7 @@ def outer_part(
     triangles = surface.triangles
     keep = distances[triangles].mean(axis=1) > settings.min_distance
     if keep.any():
-        labels = _components(triangles[keep], len(surface.vertices))
+        labels = connected_components(triangles[keep], len(surface.vertices))
         shown = np.zeros(len(surface.vertices), bool)
         shown[labels[np.flatnonzero(beyond)]] = True
         piece = labels[triangles[:, 0]]
@@ -437,7 +437,7 @@ def outer_part(
     kept = triangles[keep]
     if len(kept) == 0:
         return Surface(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
-    labels = _components(kept, len(surface.vertices))
+    labels = connected_components(kept, len(surface.vertices))
     areas = _triangle_areas(surface.vertices, kept)
     piece = labels[kept[:, 0]]
     piece_area = np.bincount(piece, weights=areas, minlength=len(surface.vertices))

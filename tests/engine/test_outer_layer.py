@@ -69,7 +69,7 @@ def test_unskin_undoes_linear_blend_skinning():
 
 def test_components_label_separate_pieces():
     triangles = np.array([[0, 1, 2], [2, 1, 3], [4, 5, 6], [7, 8, 9], [9, 8, 4]])
-    labels = outer_layer._components(triangles, 11)
+    labels = outer_layer.connected_components(triangles, 11)
     assert labels[0] == labels[1] == labels[2] == labels[3]
     assert len({labels[i] for i in (4, 5, 6, 7, 8, 9)}) == 1 and labels[4] != labels[0]
     assert labels[10] not in labels[:10]  # a lone vertex is its own piece
