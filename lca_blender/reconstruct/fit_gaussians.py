@@ -50,7 +50,6 @@ import torch
 from ..avatar import OUTER_LAYER, GaussianAvatar
 from ..errors import AvatarError
 from ..maths.colour import linear_to_srgb
-from ..maths.deform import forward_kinematics
 from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
 from ..maths.lights import AmbientSH, Lighting, SunLight, lighting_to_json
 from ..maths.rotations_torch import quaternion_multiply, quaternion_to_matrix
@@ -153,8 +152,6 @@ class LearningRates:
     opacity_logit: float
     albedo_logit: float
     visibility_logit: float  # the sun visibility's logit
-    head_turns: float  # radians: each photo's head turn
-    head_shifts: float  # metres: each photo's head shift
     camera_turns: float  # radians: each photo's camera turn
     camera_shifts: float  # metres: each photo's camera shift
 
@@ -166,8 +163,6 @@ LEARNING_RATES = LearningRates(
     opacity_logit=0.05,
     albedo_logit=0.03,
     visibility_logit=0.05,
-    head_turns=1e-3,
-    head_shifts=3e-4,
     camera_turns=4e-4,
     camera_shifts=1e-3,
 )
@@ -177,13 +172,6 @@ LEARNING_RATES = LearningRates(
 # photos agree on (1-3 px on the example subject), so the body still places the avatar.
 CAMERA_TURN_PRIOR = 25.0
 CAMERA_SHIFT_PRIOR = 2.5
-# Real people move between shots, and a body fit places each photo's head a little differently:
-# each photo also turns (about the head joint) and shifts what the head joints carry (the face,
-# hair on the head; blended by their skin weights), so that the photos agree on the face before
-# their colours are combined. The face is a few per cent of the person's pixels, so the prior is
-# weak: a few degrees and millimetres cost about what they win.
-HEAD_TURN_PRIOR = 1.0
-HEAD_SHIFT_PRIOR = 20.0
 # The learning rates decay exponentially to this fraction of their start by the last step: with
 # one photo per step, full-rate steps keep pulling each Gaussian towards the latest photo's view.
 FINAL_RATE = 0.1
@@ -805,9 +793,8 @@ def fit_gaussians(
     lighting_tensors = capture.tensors()
     _start_albedo(gaussians, observed["gaussian_colors"], seen, capture, adjacency)
 
-    head = _HeadBinding.of(gaussians, body)
     corrections = _optimise(
-        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress, tone, head
+        gaussians, full, coarse, lighting_tensors, preset.gaussian_steps, generator, progress, tone
     )
 
     progress.update(0.95, "Finding what the photos show")
@@ -826,11 +813,6 @@ def fit_gaussians(
         "exposure": [round(float(value), 4) for value in exposure],
         "camera_corrections_px": [
             round(correction.pixels(photo), 2) for correction, photo in zip(corrections, full, strict=True)
-        ],
-        "head_corrections_deg_cm": [
-            [round(value, 2) for value in correction.head.size()]
-            for correction in corrections
-            if correction.head is not None
         ],
     }
     progress.update(1.0, "Gaussians fitted")
@@ -858,15 +840,11 @@ def _parameter_groups(
     gaussians: _Gaussians, corrections: list[_CameraCorrection], rates: LearningRates
 ) -> list[dict]:
     """Adam's parameter groups: each Gaussian tensor with the rate of its name, then every photo's
-    head turn and shift (where corrected), then its camera turn and shift."""
+    camera turn and shift."""
     groups = []
     for name, parameter in gaussians.named_parameters().items():
         parameter.requires_grad_(True)
         groups.append({"params": [parameter], "lr": getattr(rates, name)})
-    heads = [correction.head for correction in corrections if correction.head is not None]
-    if heads:
-        groups.append({"params": [head.turns for head in heads], "lr": rates.head_turns})
-        groups.append({"params": [head.shifts for head in heads], "lr": rates.head_shifts})
     groups.append({"params": [correction.turns for correction in corrections], "lr": rates.camera_turns})
     groups.append({"params": [correction.shifts for correction in corrections], "lr": rates.camera_shifts})
     return groups
@@ -881,11 +859,10 @@ def _optimise(
     generator: torch.Generator,
     progress: Progress,
     tone: ToneCurve,
-    head: _HeadBinding | None = None,
 ) -> list[_CameraCorrection]:
     """Stage 4: `steps` Adam steps, one photo each in shuffled rounds, on the coarse photos first;
-    returns each photo's fitted camera (and head) correction."""
-    corrections = [_CameraCorrection(gaussians.device, head) for _ in full]
+    returns each photo's fitted camera correction."""
+    corrections = [_CameraCorrection(gaussians.device) for _ in full]
     # A photo's correction only has a gradient on its own steps; Adam leaves the others alone.
     optimiser = torch.optim.Adam(_parameter_groups(gaussians, corrections, LEARNING_RATES))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: FINAL_RATE ** (step / max(steps, 1)))
@@ -915,71 +892,19 @@ def _turn_quaternion(turn: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(half), factor * turn], dim=-1)
 
 
-@dataclass(frozen=True)
-class _HeadBinding:
-    """What a photo's head correction moves: each Gaussian's share of the head joints [N] and the
-    head joint's position at the capture pose [3]."""
-
-    weights: torch.Tensor
-    pivot: torch.Tensor
-
-    @staticmethod
-    def of(gaussians: _Gaussians, body: BodyFit) -> _HeadBinding | None:
-        rig = body.rig
-        if "head" not in rig.joint_names:
-            return None
-        heads = [index for index, name in enumerate(rig.joint_names) if name in FACE_JOINTS]
-        vertex_weights = np.zeros(rig.vertex_count, np.float32)
-        for joint in heads:
-            vertex_weights += (rig.skin_weights * (rig.skin_indices == joint)).sum(axis=1)
-        corners = torch.as_tensor(vertex_weights, device=gaussians.device)[gaussians.corner_vertices]
-        weights = (corners * gaussians.barycentrics).sum(dim=1)
-        pivot = forward_kinematics(rig, body.pose).world[rig.joint_index("head"), :3, 3]
-        return _HeadBinding(weights, torch.as_tensor(pivot, dtype=torch.float32, device=gaussians.device))
-
-
-class _HeadCorrection:
-    """A photo's head refinement: a turn [3] (rotation vector, radians, world axes) about the head
-    joint and a shift [3] (metres), applied to each Gaussian by its share of the head joints."""
-
-    def __init__(self, binding: _HeadBinding) -> None:
-        self.binding = binding
-        self.turns = torch.zeros(3, device=binding.pivot.device, requires_grad=True)
-        self.shifts = torch.zeros(3, device=binding.pivot.device, requires_grad=True)
-
-    def move(self, means: torch.Tensor, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        share = self.binding.weights[:, None]
-        quaternions = _turn_quaternion(share * self.turns)  # [N, 4]: each Gaussian's share of the turn
-        pivot = self.binding.pivot
-        turned = torch.einsum("nij,nj->ni", quaternion_to_matrix(quaternions), means - pivot) + pivot
-        return turned + share * self.shifts, quaternion_multiply(quaternions, rotations)
-
-    def prior(self) -> torch.Tensor:
-        return HEAD_TURN_PRIOR * self.turns.square().sum() + HEAD_SHIFT_PRIOR * self.shifts.square().sum()
-
-    def size(self) -> tuple[float, float]:
-        """(degrees, centimetres): the turn's angle and the shift's length."""
-        with torch.no_grad():
-            return math.degrees(float(self.turns.norm())), 100 * float(self.shifts.norm())
-
-
 class _CameraCorrection:
     """A photo's camera refinement: a turn [3] (rotation vector, radians) and a shift [3] (metres),
-    both in the camera's frame, applied after its world-to-camera transform; with a head binding,
-    also the photo's head correction (`_HeadCorrection`), applied first."""
+    both in the camera's frame, applied after its world-to-camera transform."""
 
-    def __init__(self, device: str, head: _HeadBinding | None = None) -> None:
+    def __init__(self, device: str) -> None:
         self.turns = torch.zeros(3, device=device, requires_grad=True)
         self.shifts = torch.zeros(3, device=device, requires_grad=True)
-        self.head = None if head is None else _HeadCorrection(head)
 
     def move(
         self, photo: _Photo, means: torch.Tensor, rotations: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Means [N, 3] and rotations [N, 4] moved so that the photo's uncorrected camera sees them
-        as the corrected camera sees the originals (the head corrected first)."""
-        if self.head is not None:
-            means, rotations = self.head.move(means, rotations)
+        as the corrected camera sees the originals."""
         to_camera = photo.viewmat[0, :3, :3]
         quaternion = _turn_quaternion(to_camera.T @ self.turns)  # the same turn about the camera centre
         centre = photo.position
@@ -987,10 +912,7 @@ class _CameraCorrection:
         return moved, quaternion_multiply(quaternion.expand_as(rotations), rotations)
 
     def prior(self) -> torch.Tensor:
-        prior = (
-            CAMERA_TURN_PRIOR * self.turns.square().sum() + CAMERA_SHIFT_PRIOR * self.shifts.square().sum()
-        )
-        return prior if self.head is None else prior + self.head.prior()
+        return CAMERA_TURN_PRIOR * self.turns.square().sum() + CAMERA_SHIFT_PRIOR * self.shifts.square().sum()
 
     def pixels(self, photo: _Photo) -> float:
         """The correction's rough size in pixels, taking the person to be 2.5 m away (for the log)."""

@@ -240,7 +240,7 @@ def test_each_parameter_takes_the_learning_rate_of_its_name():
         _parameter_groups,
     )
 
-    names = [field.name for field in fields(LearningRates) if not field.name.startswith(("camera_", "head_"))]
+    names = [field.name for field in fields(LearningRates) if not field.name.startswith("camera_")]
     # Distinct rates, and the parameters listed in the reverse of the fields' order: a rate taken
     # by position instead of by name would land on the wrong tensor.
     rates = LearningRates(
@@ -376,45 +376,6 @@ def test_photos_through_agx_give_the_true_albedo_when_told_their_tone_curve(trut
             assert masked_psnr(captured, photo) > 24.0
     assert scores["agx"] > 21.0
     assert scores["agx"] > scores["standard"] + 1.5, scores
-
-
-def _rodrigues(rotation_vector: np.ndarray) -> np.ndarray:
-    """[3, 3] the rotation matrix of a rotation vector (Rodrigues' formula)."""
-    angle = np.linalg.norm(rotation_vector)
-    k = rotation_vector / angle
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-
-
-def test_a_photos_head_correction_moves_each_gaussian_by_its_share_of_the_head():
-    from lca_blender.reconstruct.fit_gaussians import _HeadBinding, _HeadCorrection
-
-    pivot = torch.tensor([0.1, -0.2, 1.6])
-    means = torch.tensor([[0.1, -0.3, 1.7], [0.0, 0.0, 1.0], [0.2, -0.1, 1.65]])
-    rotations = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3)
-    head = _HeadCorrection(_HeadBinding(torch.tensor([1.0, 0.0, 0.5]), pivot))
-    turn, shift = np.array([0.02, -0.05, 0.1]), np.array([0.004, -0.002, 0.01])
-    with torch.no_grad():
-        head.turns.copy_(torch.as_tensor(turn, dtype=torch.float32))
-        head.shifts.copy_(torch.as_tensor(shift, dtype=torch.float32))
-    moved, turned = head.move(means, rotations)
-    for index, share in enumerate((1.0, 0.0, 0.5)):
-        offset = means[index].numpy() - pivot.numpy()
-        rotated = _rodrigues(share * turn) @ offset if share else offset
-        expected = rotated + pivot.numpy() + share * shift
-        np.testing.assert_allclose(moved[index].detach().numpy(), expected, atol=1e-6)
-        # The disc turns with its share: a unit quaternion (cos(a/2), sin(a/2) axis).
-        half = 0.5 * share * np.linalg.norm(turn)
-        axis = turn / np.linalg.norm(turn)
-        quaternion = np.concatenate([[np.cos(half)], np.sin(half) * axis])
-        np.testing.assert_allclose(turned[index].detach().numpy(), quaternion, atol=1e-6)
-    # A head left alone costs nothing and moves nothing; the turn has a gradient from the start.
-    still = _HeadCorrection(_HeadBinding(torch.ones(3), pivot))
-    unmoved, _ = still.move(means, rotations)
-    np.testing.assert_allclose(unmoved.detach().numpy(), means.numpy(), atol=1e-7)
-    assert float(still.prior()) == 0.0
-    unmoved.sum().backward()
-    assert still.turns.grad is not None and torch.isfinite(still.turns.grad).all()
 
 
 def test_the_mouths_own_mesh_is_the_separate_piece_jaw_open_moves():
