@@ -31,6 +31,7 @@ import numpy as np
 
 from ..avatar import Rig
 from ..maths.colour import linear_to_srgb
+from ..maths.deform import vertex_normals
 from .outfit import bleed, covered_texels, dominant_joints, pattern_mask, random_colour
 
 GARMENTS = ("skirt", "dress", "coat", "trousers", "ponytail", "long_hair", "glasses", "shoes")
@@ -69,7 +70,7 @@ class _Body:
     def __init__(self, rig: Rig):
         self.rig = rig
         self.points = rig.vertices.astype(np.float64)
-        self.normals = _vertex_normals(self.points, rig.triangles)
+        self.normals = vertex_normals(self.points, rig.triangles)
         self.weights = np.zeros((rig.vertex_count, rig.joint_count), np.float64)
         rows = np.repeat(np.arange(rig.vertex_count), rig.skin_indices.shape[1])
         np.add.at(self.weights, (rows, rig.skin_indices.ravel()), rig.skin_weights.ravel())
@@ -93,16 +94,6 @@ class _Body:
         weights = np.zeros(self.rig.joint_count)
         weights[self.rig.joint_index(name)] = 1.0
         return weights
-
-
-def _vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """[V, 3] unit area-weighted vertex normals."""
-    corners = points[triangles]
-    face = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normals = np.zeros_like(points)
-    for corner in range(3):
-        np.add.at(normals, triangles[:, corner], face)
-    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
 def _nearest_weights(body: _Body, candidates: np.ndarray, points: np.ndarray, k: int = 6) -> np.ndarray:

@@ -156,6 +156,16 @@ def pose_vertices(
     return skin_vertices(rig, expression_vertices(rig, weights), transforms.skinning)
 
 
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """[V, 3] unit area-weighted vertex normals of a mesh (zero where a vertex has no faces)."""
+    corners = vertices[triangles]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = np.zeros_like(vertices)
+    for corner in range(3):
+        np.add.at(normals, triangles[:, corner], face_normals)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
 def triangle_frames(vertices: np.ndarray, triangles: np.ndarray) -> TriangleFrames:
     """Frames of every triangle of a mesh: `vertices` [V, 3], `triangles` [F, 3]."""
     geometry = _triangle_geometry(np.ascontiguousarray(vertices.T), np.ascontiguousarray(triangles.T))

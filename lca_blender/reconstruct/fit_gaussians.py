@@ -883,15 +883,6 @@ def _optimise(
     return corrections
 
 
-def _turn_quaternion(turn: torch.Tensor) -> torch.Tensor:
-    """[..., 4] unit quaternions (w, x, y, z) of rotation vectors `turn` [..., 3]."""
-    angle = turn.norm(dim=-1, keepdim=True)
-    half = 0.5 * angle
-    # sin(x/2)/x, written so its gradient stays finite at 0 (every fit starts there).
-    factor = torch.where(angle > 1e-6, torch.sin(half) / angle.clamp_min(1e-6), 0.5 - angle**2 / 48)
-    return torch.cat([torch.cos(half), factor * turn], dim=-1)
-
-
 class _CameraCorrection:
     """A photo's camera refinement: a turn [3] (rotation vector, radians) and a shift [3] (metres),
     both in the camera's frame, applied after its world-to-camera transform."""
@@ -906,7 +897,12 @@ class _CameraCorrection:
         """Means [N, 3] and rotations [N, 4] moved so that the photo's uncorrected camera sees them
         as the corrected camera sees the originals."""
         to_camera = photo.viewmat[0, :3, :3]
-        quaternion = _turn_quaternion(to_camera.T @ self.turns)  # the same turn about the camera centre
+        turn = to_camera.T @ self.turns  # the same turn about the camera centre, in world axes
+        angle = turn.norm()
+        half = 0.5 * angle
+        # sin(x/2)/x, written so its gradient stays finite at 0 (every fit starts there).
+        factor = torch.where(angle > 1e-6, torch.sin(half) / angle.clamp_min(1e-6), 0.5 - angle**2 / 48)
+        quaternion = torch.cat([torch.cos(half)[None], factor * turn])
         centre = photo.position
         moved = (means - centre) @ quaternion_to_matrix(quaternion).T + centre + to_camera.T @ self.shifts
         return moved, quaternion_multiply(quaternion.expand_as(rotations), rotations)
@@ -985,12 +981,11 @@ def _step_loss(
 def _mouth_inside(gaussians: _Gaussians, rig, seen: torch.Tensor) -> torch.Tensor:
     """[N] bool: unseen Gaussians on the part of the mesh that jawOpen moves, i.e. inside the mouth
     (the outside of the lips and chin is in the photos), and those on the mouth's own mesh (teeth,
-    tongue). All False on rigs without a jawOpen shape."""
+    tongue: `_Gaussians.in_mouth`). All False on rigs without a jawOpen shape."""
     if "jawOpen" not in rig.expression_names:
         return torch.zeros_like(seen)
     moved = torch.as_tensor(_jaw_moves(rig), device=seen.device)
-    own_mesh = getattr(gaussians, "in_mouth", torch.zeros_like(seen))
-    return (moved[gaussians.corner_vertices].any(dim=1) & ~seen) | own_mesh
+    return (moved[gaussians.corner_vertices].any(dim=1) & ~seen) | gaussians.in_mouth
 
 
 def _jaw_moves(rig) -> np.ndarray:

@@ -211,7 +211,8 @@ def complete_mask(
     within = within & (column_index >= left - reach) & (column_index <= right + reach)
     # The backdrop: a smooth model of what lies outside the (slightly widened) mask, refitted
     # without what lies off it, so the parts the mask lost fall out of it pass by pass.
-    backdrop_pixels = ~_dilated(person, 2)
+    outside = ~_dilated(person, 2)
+    backdrop_pixels = outside.copy()
     for fraction in settings.schedule:
         backdrop = _spread(display, backdrop_pixels, max(int(fraction * size), 2))
         residual = np.linalg.norm(display - backdrop, axis=-1)
@@ -223,10 +224,9 @@ def complete_mask(
         return mask
     # A backdrop of several materials (a wall and a floor) has sharp edges no smooth model
     # follows: each of its main colours is modelled on its own too, near where it is, and a pixel
-    # is the backdrop if it fits any of them.
-    # Its colours are taken beyond the person's reach, where the lost parts cannot be, and each
-    # is modelled from the pixels of its colour there and those the smooth model kept.
-    outside = ~_dilated(person, 2)
+    # is the backdrop if it fits any of them. Its colours are taken beyond the person's reach,
+    # where the lost parts cannot be, and each is modelled from the pixels of its colour there
+    # and those the smooth model kept.
     far = outside & ~within
     palette = _palette(display[far] if far.sum() >= settings.min_pixels else display[backdrop_pixels])
     if len(palette) > 1:

@@ -42,7 +42,13 @@ import cv2
 import numpy as np
 
 from ..avatar import OUTER_LAYER, SKIN_LAYER, Rig
-from ..maths.deform import expression_vector, expression_vertices, forward_kinematics, skin_vertices
+from ..maths.deform import (
+    expression_vector,
+    expression_vertices,
+    forward_kinematics,
+    skin_vertices,
+    vertex_normals,
+)
 from .views import BodyFit, View
 
 logger = logging.getLogger(__name__)
@@ -275,16 +281,6 @@ def smooth(surface: Surface, steps: int) -> Surface:
     return Surface(vertices, surface.triangles)
 
 
-def vertex_normals(surface: Surface) -> np.ndarray:
-    """[V, 3] unit area-weighted vertex normals (zero where a vertex has no faces)."""
-    corners = surface.vertices[surface.triangles]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normals = np.zeros_like(surface.vertices)
-    for corner in range(3):
-        np.add.at(normals, surface.triangles[:, corner], face_normals)
-    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-
-
 def signed_outline_distance(mask: np.ndarray) -> np.ndarray:
     """[H, W] float32 pixels from each pixel's centre to the outline of `mask` [H, W] bool: positive
     inside, negative outside; the outline runs half a pixel beyond the last pixel inside."""
@@ -307,6 +303,7 @@ def snap_to_outlines(surface: Surface, views: list[View], settings: OuterLayerSe
     vertices = surface.vertices.copy()
     outlines = [signed_outline_distance(view.mask > settings.min_mask) for view in views]
     moved = np.zeros(len(vertices))  # metres each vertex has gone inwards so far
+    slack = settings.mask_slack + 0.5 - settings.snap_margin  # pixels of mask slack beyond the margin
     for _ in range(settings.snap_steps):
         worst = np.full(len(vertices), np.inf)  # metres inside the margin (negative: beyond it)
         surplus = np.zeros(len(vertices))  # metres the half voxel and the masks' slack may add
@@ -321,12 +318,11 @@ def snap_to_outlines(surface: Surface, views: list[View], settings: OuterLayerSe
             tighter = sampled < worst[seen]
             index = np.flatnonzero(seen)[tighter]
             worst[index] = sampled[tighter]
-            slack = settings.mask_slack + 0.5 - settings.snap_margin
             surplus[index] = settings.voxel / 2 + slack * metres_per_pixel[index]
         step = np.clip(np.minimum(-worst, surplus - moved), 0.0, None)
         step[~np.isfinite(worst)] = 0.0
         moved += step
-        vertices -= vertex_normals(Surface(vertices, surface.triangles)) * step[:, None]
+        vertices -= vertex_normals(vertices, surface.triangles) * step[:, None]
     return Surface(vertices, surface.triangles)
 
 

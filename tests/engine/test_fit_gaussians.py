@@ -279,6 +279,7 @@ def test_the_mouths_inside_is_the_unseen_part_that_jaw_open_moves():
     gaussians = SimpleNamespace(
         triangle_ids=torch.tensor([0, 1, 1, 0]),
         corner_vertices=torch.tensor([[0, 1, 2], [2, 3, 4], [2, 3, 4], [0, 1, 2]]),
+        in_mouth=torch.zeros(4, dtype=torch.bool),
     )
     seen = torch.tensor([True, False, True, False])
     assert _mouth_inside(gaussians, rig, seen).tolist() == [False, True, False, False]
