@@ -31,6 +31,9 @@ Engine only (torch). The stages, in order:
    photos cannot tell them apart.
 5. **Fill**: Gaussians no photo saw take the albedo of the nearest seen surface (a grass-fire fill
    over the mesh edges), so an avatar built from one front photo still has a plausible back.
+   The inside of the mouth (its own mesh, what jawOpen uncovers, and the head's skin that no
+   direction sees: `enclosed`) is left out of the optimisation and takes a shadowed cavity's
+   dark albedo instead.
 
 The "as captured" look (SH, display-encoded) is the fitted shading model at the capture pose; the
 relit look uses the albedo alone, which is what makes the avatar relightable.
@@ -49,6 +52,7 @@ import torch
 
 from ..avatar import OUTER_LAYER, GaussianAvatar
 from ..errors import AvatarError
+from ..maths.cameras import look_at
 from ..maths.colour import linear_to_srgb
 from ..maths.deform_torch import RigTensors, pose_gaussians, pose_vertices
 from ..maths.lights import AmbientSH, Lighting, SunLight, lighting_to_json
@@ -203,6 +207,15 @@ MIN_PHOTO_WEIGHT = 0.5
 # albedo of a shadowed cavity, so an opened jaw shows a dark mouth rather than skin.
 MOUTH_MOVES = 0.002
 MOUTH_ALBEDO = (0.06, 0.025, 0.025)
+# The head's skin also lines cavities no photo shows: the palate and the throat behind closed lips,
+# the nostrils' insides. Their discs are found by rendering the head's skin, opaque, from
+# ENCLOSURE_VIEWS directions all round at ENCLOSURE_SIZE pixels: those that lie more than
+# ENCLOSURE_SLACK behind the depth image in every view are inside, and treated as the mouth's
+# inside (left out of the fit, given MOUTH_ALBEDO): fitted, they poked through cheeks and lips as
+# blue-grey blotches in views between the photos'.
+ENCLOSURE_VIEWS = 64
+ENCLOSURE_SIZE = 128
+ENCLOSURE_SLACK = 0.005  # metres
 _LUMINANCE = (0.2126, 0.7152, 0.0722)
 
 
@@ -520,7 +533,8 @@ class _Gaussians:
             )
             self.tilts, self.base_log_scale = self._rest_binding(rig.vertices, triangles)
         self.corner_vertices = triangles[self.triangle_ids]  # [N, 3]
-        # On the mouth's own mesh (teeth, tongue): hidden behind closed lips in every photo.
+        # On the mouth's own mesh (teeth, tongue), or skin inside the head (palate, throat): hidden
+        # behind closed lips in every photo.
         self.in_mouth = torch.as_tensor(mouth_vertices(rig), device=device)[self.corner_vertices].any(dim=1)
         self.max_offsets = torch.full((count,), MAX_NORMAL_OFFSET, device=device)
         if rig.vertex_layers is not None:
@@ -532,6 +546,7 @@ class _Gaussians:
         self.opacity_logit = torch.full((count,), INITIAL_LOGIT, device=device)
         self.albedo_logit = torch.zeros(count, 3, device=device)
         self.visibility_logit = torch.full((count,), INITIAL_LOGIT, device=device)  # sun visibility
+        self.in_mouth |= _inside_head(self, rig)
 
     def _rest_binding(
         self, vertices: np.ndarray, triangles: torch.Tensor
@@ -610,20 +625,77 @@ def _sampling_density(rig) -> np.ndarray:
     """[F] how densely each triangle is sampled, relative to its area: FACE_DENSITY on the face
     (the skin the head joints carry, facing forwards at rest), 1 elsewhere."""
     density = np.ones(len(rig.triangles))
-    heads = [index for index, name in enumerate(rig.joint_names) if name in FACE_JOINTS]
-    if not heads:
-        return density
-    head_weight = np.zeros(rig.vertex_count)
-    for joint in heads:
-        head_weight += (rig.skin_weights * (rig.skin_indices == joint)).sum(axis=1)
-    if rig.vertex_layers is not None:
-        head_weight[rig.vertex_layers == OUTER_LAYER] = 0.0  # hair is not face
+    head_weight = _head_weight(rig)
     corners = rig.vertices[rig.triangles].astype(np.float64)
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     facing_front = normals[:, 1] < 0  # the body faces -Y at rest
     face = (head_weight[rig.triangles].mean(axis=1) > 0.5) & facing_front
     density[face] = FACE_DENSITY
     return density
+
+
+def _head_weight(rig) -> np.ndarray:
+    """[V] the skin weight the head joints (FACE_JOINTS) carry at each vertex of the body's own
+    skin (0 on the outer layer: hair is not face)."""
+    heads = [index for index, name in enumerate(rig.joint_names) if name in FACE_JOINTS]
+    head_weight = np.zeros(rig.vertex_count)
+    for joint in heads:
+        head_weight += (rig.skin_weights * (rig.skin_indices == joint)).sum(axis=1)
+    if rig.vertex_layers is not None:
+        head_weight[rig.vertex_layers == OUTER_LAYER] = 0.0
+    return head_weight
+
+
+def _inside_head(gaussians: _Gaussians, rig) -> torch.Tensor:
+    """[N] bool: the discs on the head's skin that no direction sees (`enclosed`, among the skin's
+    discs within the head's reach): the palate, the throat, the nostrils' insides."""
+    head = torch.as_tensor(_head_weight(rig) > 0.5, device=gaussians.device)[gaussians.corner_vertices].all(1)
+    inside = torch.zeros_like(head)
+    if not head.any():
+        return inside
+    skin = torch.ones_like(head)
+    if rig.vertex_layers is not None:
+        outer = torch.as_tensor(rig.vertex_layers == OUTER_LAYER, device=gaussians.device)
+        skin = ~outer[gaussians.corner_vertices].any(1)
+    with torch.no_grad():
+        means, rotations, scales = gaussians.posed()
+    centre = means[head].mean(0)
+    reach = (means[head] - centre).norm(dim=1).max()
+    pool = skin & ((means - centre).norm(dim=1) <= reach)
+    inside[pool] = enclosed(means[pool], rotations[pool], scales[pool])
+    return inside & head
+
+
+def enclosed(
+    means: torch.Tensor,  # [N, 3]
+    rotations: torch.Tensor,  # [N, 4]
+    scales: torch.Tensor,  # [N, 3]
+    views: int = ENCLOSURE_VIEWS,
+    size: int = ENCLOSURE_SIZE,
+) -> torch.Tensor:
+    """[N] bool: the Gaussians that no camera on a sphere of `views` directions around them sees
+    when all of them are opaque: in every view they lie more than ENCLOSURE_SLACK behind the
+    depth image (the inside of a closed surface)."""
+    centre = means.mean(0)
+    radius = float((means - centre).norm(dim=1).max() + 3 * scales.max()) + 1e-3
+    distance = 3 * radius
+    focal = 0.5 * size * math.sqrt(distance**2 - radius**2) / radius  # the bounding sphere fills the view
+    intrinsics = torch.tensor([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]], device=means.device)
+    opaque = torch.ones(means.shape[0], device=means.device)
+    seen = torch.zeros(means.shape[0], dtype=torch.bool, device=means.device)
+    with torch.no_grad():
+        for direction in _fibonacci_sphere(views, means.device):
+            position = (centre + distance * direction).cpu().numpy()
+            viewmat = torch.as_tensor(look_at(position, centre.cpu().numpy()), dtype=torch.float32)
+            viewmat = viewmat.to(means.device)
+            depth = render(
+                means, rotations, scales, opaque, opaque[:, None], viewmat[None], intrinsics[None], size, size
+            ).depth[0, ..., 0]
+            camera = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+            pixel = (camera[:, :2] / camera[:, 2:] * focal + size / 2).long().clamp(0, size - 1)
+            surface = depth[pixel[:, 1], pixel[:, 0]]
+            seen |= (surface > 0) & (camera[:, 2] <= surface + ENCLOSURE_SLACK)
+    return ~seen
 
 
 def _outward_normals(rotations: torch.Tensor) -> torch.Tensor:

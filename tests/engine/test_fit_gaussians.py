@@ -395,3 +395,59 @@ def test_the_mouths_own_mesh_is_the_separate_piece_jaw_open_moves():
     assert np.flatnonzero(mouth_vertices(rig)).tolist() == [6, 7, 8]
     still = SimpleNamespace(**{**vars(rig), "expression_deltas": np.zeros_like(deltas)})
     assert not mouth_vertices(still).any()
+
+
+def _discs_on_sphere(count: int, radius: float, centre, outward: bool, upper_only: bool = False):
+    """Flat discs covering a sphere (Fibonacci points), thin axis along the radius."""
+    from lca_blender.maths.rotations import matrix_to_quaternion
+
+    index = np.arange(count) + 0.5
+    z = 1 - 2 * index / count
+    angle = index * math.pi * (3 - math.sqrt(5))
+    directions = np.stack([np.sqrt(1 - z * z) * np.cos(angle), np.sqrt(1 - z * z) * np.sin(angle), z], 1)
+    if upper_only:
+        directions = directions[directions[:, 2] > 0]
+    normals = directions if outward else -directions
+    helper = np.where(np.abs(normals[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    tangent = np.cross(normals, helper)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    frames = np.stack([tangent, np.cross(normals, tangent), normals], axis=2)
+    spacing = radius * math.sqrt(4 * math.pi / count)
+    scales = np.tile([0.7 * spacing, 0.7 * spacing, 0.1 * spacing], (len(directions), 1))
+    return np.asarray(centre) + radius * directions, matrix_to_quaternion(frames), scales
+
+
+def test_enclosed_discs_are_the_inside_of_a_closed_surface_and_not_of_an_open_one():
+    from lca_blender.reconstruct.fit_gaussians import enclosed
+
+    def tensor(array):
+        return torch.as_tensor(np.asarray(array), dtype=torch.float32)
+
+    # A closed shell (a head) holding a small ball (a tongue), and an open bowl beside it.
+    shell = _discs_on_sphere(1500, 0.1, [0.0, 0.0, 0.0], outward=True)
+    ball = _discs_on_sphere(100, 0.03, [0.0, 0.01, -0.02], outward=True)
+    bowl_inside = _discs_on_sphere(600, 0.05, [0.0, 0.0, 0.0], outward=False, upper_only=True)
+    parts = [np.concatenate([shell[k], ball[k]]) for k in range(3)]
+    inside = enclosed(*(tensor(part) for part in parts)).numpy()
+    assert not inside[:1500].any(), "the shell's outside is seen from some direction"
+    assert inside[1500:].all(), "the ball inside the shell is never seen"
+    # The bowl's inner face (upper half of a sphere, facing in) is open to the sky: seen.
+    assert not enclosed(*(tensor(part) for part in bowl_inside)).any()
+
+
+def test_skin_inside_the_head_takes_the_mouths_dark_albedo(orbit_fit):
+    from lca_blender.evaluate.subjects import joint_positions
+    from lca_blender.reconstruct.fit_gaussians import MOUTH_ALBEDO, _jaw_moves, mouth_vertices
+
+    rig = orbit_fit.rig
+    corners = rig.triangles[orbit_fit.triangle_ids]
+    dark = np.all(np.abs(orbit_fit.albedo - np.float32(MOUTH_ALBEDO)) < 1e-6, axis=1)
+    # Neither the mouth's own mesh nor what jawOpen moves: the palate, the throat, the eyes' backs.
+    enclosed = dark & ~(mouth_vertices(rig)[corners].any(1) | _jaw_moves(rig)[corners].any(1))
+    assert enclosed.sum() >= 10
+    head = joint_positions(rig, Pose.rest(rig.joint_count))[rig.joint_index("head")]
+    means = pose_avatar(orbit_fit).means
+    assert np.linalg.norm(means[enclosed] - head, axis=1).max() < 0.2
+    # Most of the head's skin is outside: the dark inside is a small share of the discs near it.
+    near_head = np.linalg.norm(means - head, axis=1) < 0.12
+    assert (enclosed & near_head).sum() < 0.3 * near_head.sum()
