@@ -249,7 +249,8 @@ class GaussianAvatar:
     metres along the triangle's unit normal. Its rotation is `rotations` composed after the
     triangle's frame (tangent = first edge, normal, bitangent = normal x tangent), and its scale is
     exp(`log_scales`) times the triangle's size (sqrt of twice its area), so Gaussians stretch with
-    the skin they ride on.
+    the skin they ride on. `antialiased`: the Gaussians were fitted to be rendered with their
+    opacities compensated for the screen-space low-pass filter (`maths/projection.py`).
     """
 
     rig: Rig
@@ -264,6 +265,7 @@ class GaussianAvatar:
     specular: np.ndarray  # [N] float32 in [0, 1]
     sh: np.ndarray  # [N, B, 3] float32 "as captured" colour, 3DGS spherical harmonics (B = 1, 4, 9, 16)
     provenance: dict[str, Any] = field(default_factory=dict)
+    antialiased: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -320,9 +322,11 @@ class GaussianAvatar:
         per_gaussian = {
             f.name: getattr(self, f.name)[keep]
             for f in dataclasses.fields(self)
-            if f.name not in ("rig", "provenance")
+            if f.name not in ("rig", "provenance", "antialiased")
         }
-        return GaussianAvatar(rig=self.rig, provenance=dict(self.provenance), **per_gaussian)
+        return GaussianAvatar(
+            rig=self.rig, provenance=dict(self.provenance), antialiased=self.antialiased, **per_gaussian
+        )
 
 
 @dataclass
@@ -358,6 +362,7 @@ class Splats:
     scales: np.ndarray  # [N, 3] float32 standard deviations, metres
     opacities: np.ndarray  # [N] float32 in [0, 1]
     sh: np.ndarray  # [N, B, 3] float32 3DGS spherical harmonics (B = 1, 4, 9, 16)
+    antialiased: bool = False  # opacities compensated for the low-pass filter when rendered
 
     def __post_init__(self) -> None:
         count = int(np.shape(self.means)[0]) if np.ndim(self.means) == 2 else -1

@@ -142,6 +142,7 @@ def scene_avatar(splats: bpy.types.Object) -> SceneAvatar:
     settings = splats.lca
     avatar = dataclasses.replace(
         avatar,
+        antialiased=settings.antialiased,
         log_scales=(avatar.log_scales + np.log(settings.splat_scale)).astype(np.float32),
         opacities=np.clip(avatar.opacities * settings.opacity, 0.0, 1.0).astype(np.float32),
     )

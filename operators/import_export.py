@@ -49,6 +49,7 @@ def create_avatar_objects(context: bpy.types.Context, filepath: str) -> Imported
         obj.lca.avatar_name = name
         obj.lca.source_path = str(filepath)
     splats.lca.is_splats = True
+    splats.lca.antialiased = avatar.antialiased
     if native_splats.has_native_splats():
         native_splats.add_native_splats(splats, body, avatar)
         # Blender draws and renders the posed splats itself; the draw handler would draw them twice.

@@ -34,6 +34,13 @@ class LCA_PG_object(bpy.types.PropertyGroup):
     is_splats: bpy.props.BoolProperty(name="LCA splats", default=False, options={"HIDDEN"})
     avatar_name: bpy.props.StringProperty(name="Avatar", description="The avatar this object belongs to")
     source_path: bpy.props.StringProperty(name="Source", subtype="FILE_PATH", description="The .lca file")
+    antialiased: bpy.props.BoolProperty(
+        name="Antialiased",
+        description="The splats were fitted antialiased: the preview compensates their opacities for "
+        "the screen-space low-pass filter (set on import from the .lca file)",
+        default=False,
+        options={"HIDDEN"},
+    )
     preview: bpy.props.BoolProperty(
         name="Preview",
         description="Draw the splats in the viewport with the add-on's shader (off where Blender 5.3+ "

@@ -43,6 +43,7 @@ class DrawSettings:
     look: str = "CAPTURED"  # CAPTURED or RELIT
     splat_scale: float = 1.0
     opacity: float = 1.0
+    antialiased: bool = False  # opacities compensated for the low-pass filter (maths/projection.py)
 
 
 def object_settings(object_name: str) -> DrawSettings | None:
@@ -53,7 +54,7 @@ def object_settings(object_name: str) -> DrawSettings | None:
         return DrawSettings()
     if not settings.preview:
         return None
-    return DrawSettings(settings.look, settings.splat_scale, settings.opacity)
+    return DrawSettings(settings.look, settings.splat_scale, settings.opacity, settings.antialiased)
 
 
 def scene_lighting(scene: bpy.types.Scene, *, for_render: bool = False) -> Lighting:
@@ -217,7 +218,8 @@ def draw_previews(
             splats = preview.extras.setdefault(_GPU_KEY, _GpuSplats())
             batch = splats.batch_for(preview, view_matrix, look.look)
             shader.uniform_float(
-                "object_params", (look.splat_scale**2, look.opacity, float(look.look == "RELIT"), 0.0)
+                "object_params",
+                (look.splat_scale**2, look.opacity, float(look.look == "RELIT"), float(look.antialiased)),
             )
             batch.draw(shader)
     finally:

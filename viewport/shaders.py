@@ -137,13 +137,19 @@ void main() {{
     pixel = (vec2(p[0][0] * camera.x + p[3][0], p[1][1] * camera.y + p[3][1]) + 1.0) * size * 0.5;
     jacobian = mat3x2(focal.x, 0.0, 0.0, focal.y, 0.0, 0.0);
   }}
-  mat2 sigma2d = jacobian * camera_sigma * transpose(jacobian) + mat2({LOW_PASS});
+  mat2 unfiltered = jacobian * camera_sigma * transpose(jacobian);
+  mat2 sigma2d = unfiltered + mat2({LOW_PASS});
   float determinant = sigma2d[0][0] * sigma2d[1][1] - sigma2d[0][1] * sigma2d[1][0];
   if (opacity < {MIN_ALPHA} || determinant <= 0.0 || (perspective && depth <= 0.0)) {{
     gl_Position = vec4(0.0, 0.0, 2.0, 1.0);  /* beyond the far plane: clipped */
     return;
   }}
   conic_opacity = vec4(sigma2d[1][1], -sigma2d[0][1], sigma2d[0][0], 0.0) / determinant;
+  if (object_params.w > 0.5) {{
+    /* antialiased splats: the share of the widened peak the splat's own footprint explains */
+    float own = unfiltered[0][0] * unfiltered[1][1] - unfiltered[0][1] * unfiltered[1][0];
+    opacity *= sqrt(clamp(own / determinant, 1e-12, 1.0));
+  }}
   conic_opacity.w = opacity;
   float extent = sqrt(2.0 * log(clamp(opacity, {MIN_ALPHA}, 1.0) / {MIN_ALPHA}));
   vec2 corner_pixel = pixel + corner * extent * sqrt(vec2(sigma2d[0][0], sigma2d[1][1]));
@@ -199,7 +205,8 @@ def vertex_format(attributes: tuple[tuple[str, int], ...]) -> gpu.types.GPUVertF
 def splat_shader() -> gpu.types.GPUShader:
     """The splat shader, compiled once per session (needs a GPU context: a window or one render).
 
-    Push constant `object_params`: (splat scale squared, opacity multiplier, 1 for relit else 0, 0);
+    Push constant `object_params`: (splat scale squared, opacity multiplier, 1 for relit else 0,
+    1 for antialiased splats else 0);
     uniform buffer `frame`: a `SplatFrame` (see `frame_uniforms` in `viewport/draw.py`).
     """
     global _shader

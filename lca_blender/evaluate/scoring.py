@@ -100,6 +100,7 @@ def transform_splats(splats: Splats, similarity: Similarity) -> Splats:
         scales=(splats.scales * similarity.scale).astype(np.float32),
         opacities=splats.opacities,
         sh=splats.sh,
+        antialiased=splats.antialiased,
     )
 
 
@@ -178,6 +179,7 @@ def _relit_through_view(
                 tensor(camera.intrinsics)[None],
                 camera.width,
                 camera.height,
+                antialiased=splats.antialiased,
             )
         alpha = result.alpha[0, ..., 0].clamp(0, 1).cpu().numpy().astype(np.float64)
         straight = result.color[0].cpu().numpy().astype(np.float64) / np.maximum(alpha, 1e-6)[..., None]

@@ -1,9 +1,11 @@
 """The .lca avatar file: a zip of a JSON manifest and .npy arrays, read without trusting it.
 
-Layout (schema version 2; version 1 files, written before the outer layer, read the same way):
-    manifest.json           {"format": "lca", "schema_version": 2, "kind": "avatar" | "rig",
+Layout (schema version 3; versions 1 and 2, written before the outer layer and before antialiased
+splats, read the same way, as classic splats):
+    manifest.json           {"format": "lca", "schema_version": 3, "kind": "avatar" | "rig",
                              "rig": {joint_names, expression_names, body_model, body_parameters},
-                             "provenance": {...}, "arrays": {name: {"shape": [...], "dtype": "<f4"}}}
+                             "provenance": {...}, "antialiased": true | false (avatars),
+                             "arrays": {name: {"shape": [...], "dtype": "<f4"}}}
     arrays/rig/<name>.npy   the Rig's arrays (see `avatar.Rig`)
     arrays/gaussians/<name>.npy   the Gaussians' arrays (kind "avatar" only)
 
@@ -43,7 +45,8 @@ from .atomic import atomic_output
 from .reading import open_regular_file, read_at_most
 
 FORMAT_NAME = "lca"
-SCHEMA_VERSION = 2  # 2: the rig's optional vertex_layers (skin / outer layer of clothes and hair)
+# 2: the rig's optional vertex_layers (skin / outer layer of clothes and hair); 3: "antialiased"
+SCHEMA_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 
 MAX_FILE_BYTES = 16 * 1024**3
@@ -103,7 +106,7 @@ def write_avatar(path: str | os.PathLike, avatar: GaussianAvatar) -> None:
     avatar.validate()
     arrays = {f"rig/{name}": value for name, value in _rig_arrays(avatar.rig).items()}
     arrays.update({f"gaussians/{name}": getattr(avatar, name) for name in GAUSSIAN_ARRAYS})
-    _write_container(path, "avatar", avatar.rig, avatar.provenance, arrays)
+    _write_container(path, "avatar", avatar.rig, avatar.provenance, arrays, avatar.antialiased)
 
 
 def write_rig(path: str | os.PathLike, rig: Rig) -> None:
@@ -125,7 +128,12 @@ def read_avatar(path: str | os.PathLike) -> GaussianAvatar:
         provenance = container.manifest.get("provenance", {})
         if not isinstance(provenance, dict):
             raise container.error("its provenance is not a JSON object")
-        return container.build(GaussianAvatar, rig=rig, provenance=provenance, **arrays)
+        antialiased = container.manifest.get("antialiased", False)  # absent before schema 3
+        if not isinstance(antialiased, bool):
+            raise container.error("its 'antialiased' is not true or false")
+        return container.build(
+            GaussianAvatar, rig=rig, provenance=provenance, antialiased=antialiased, **arrays
+        )
 
 
 def read_rig(path: str | os.PathLike) -> Rig:
@@ -149,6 +157,7 @@ def _write_container(
     rig: Rig,
     provenance: dict[str, Any],
     arrays: dict[str, np.ndarray],
+    antialiased: bool = False,
 ) -> None:
     manifest = {
         "format": FORMAT_NAME,
@@ -162,6 +171,7 @@ def _write_container(
             "body_parameters": rig.body_parameters,
         },
         "provenance": provenance,
+        **({"antialiased": antialiased} if kind == "avatar" else {}),
         "arrays": {
             name: {"shape": list(array.shape), "dtype": array.dtype.newbyteorder("<").str}
             for name, array in arrays.items()

@@ -390,4 +390,5 @@ def pose_avatar(
         scales=scales,
         opacities=avatar.opacities,
         sh=avatar.sh,
+        antialiased=avatar.antialiased,
     )

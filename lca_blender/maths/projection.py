@@ -14,6 +14,14 @@ looking down +z) with pixel intrinsics K. For a perspective P over a W x H image
 the principal point from the lens shift that P carries in P02 and P12. The GLSL works in OpenGL
 pixels (origin bottom left), where the y principal point is (1 - P12) H / 2 and the covariance's
 off-diagonal changes sign with y; the image is the same one mirrored, so nothing else changes.
+
+Antialiased splats. The low-pass filter widens every Gaussian by 0.3 px^2 whatever its size, so a
+Gaussian seen edge-on (a disc at a silhouette) covers a pixel-wide band it does not fill, and the
+outline of a surface of discs stands out by about a pixel. Splats fitted as "antialiased" (as
+Mip-Splatting's 2D filter and gsplat's "antialiased" mode do) keep the filter but scale each
+opacity by sqrt(det Sigma / det(Sigma + 0.3 I)), the share of the widened Gaussian's peak its own
+footprint explains: a large Gaussian keeps its opacity, an edge-on one fades. Avatars built since
+format 1.x record it (`GaussianAvatar.antialiased`); a 3DGS .ply from elsewhere is rendered classic.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ class ScreenGaussians:
     conics: np.ndarray  # [N, 3] (a, b, c) of the inverse 2D covariance [[a, b], [b, c]]
     depths: np.ndarray  # [N] camera-space z (distance along the view axis)
     half_extents: np.ndarray  # [N, 2] half sizes of the screen quad, pixels
+    opacities: np.ndarray  # [N] the opacities blended: compensated when antialiased
 
 
 def project_gaussians(
@@ -80,12 +89,14 @@ def project_gaussians(
     K: np.ndarray,  # [3, 3]
     width: int,
     height: int,
+    antialiased: bool = False,
 ) -> ScreenGaussians:
     """EWA projection of 3D Gaussians, as the viewport's vertex shader and `render/projection.py` do.
 
     Sigma' = J W Sigma W^T J^T + 0.3 I with J the pinhole Jacobian at the clamped camera position,
     and a quad of half extents e sqrt(diag Sigma'), e = sqrt(2 ln(255 o)) at most 3.33: outside it
-    alpha = o exp(-d^2 / 2) is below 1/255 and would be discarded anyway.
+    alpha = o exp(-d^2 / 2) is below 1/255 and would be discarded anyway. `antialiased`: o is the
+    opacity compensated for the low-pass filter (see the module docstring).
     """
     rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
     camera = means @ rotation.T + translation
@@ -106,13 +117,26 @@ def project_gaussians(
     cov_xx, cov_xy, cov_yy = sigma2d[:, 0, 0] + LOW_PASS, sigma2d[:, 0, 1], sigma2d[:, 1, 1] + LOW_PASS
     determinant = cov_xx * cov_yy - cov_xy * cov_xy
     conics = np.stack([cov_yy, -cov_xy, cov_xx], axis=1) / determinant[:, None]
-    extent = quad_extent(opacities)
+    blended = np.asarray(opacities, np.float64)
+    if antialiased:
+        blended = blended * antialiasing_compensation(sigma2d[:, 0, 0], sigma2d[:, 0, 1], sigma2d[:, 1, 1])
+    extent = quad_extent(blended)  # the shader sizes the quad by the opacity it blends
     return ScreenGaussians(
         means2d=np.stack([fx * x / z + cx, fy * y / z + cy], axis=1),
         conics=conics,
         depths=z,
         half_extents=extent[:, None] * np.sqrt(np.stack([cov_xx, cov_yy], axis=1)),
+        opacities=blended,
     )
+
+
+def antialiasing_compensation(xx, xy, yy):
+    """sqrt(det Sigma / det(Sigma + 0.3 I)) from the entries of the 2D covariance Sigma before the
+    low-pass filter (numpy arrays or torch tensors): the factor on an antialiased Gaussian's opacity.
+    (From the filtered entries the unfiltered determinant would be a difference of near-equal
+    numbers for thin Gaussians, too coarse in float32.)"""
+    ratio = (xx * yy - xy * xy) / ((xx + LOW_PASS) * (yy + LOW_PASS) - xy * xy)
+    return ratio.clip(1e-12, 1.0) ** 0.5  # not 0: the square root's gradient there is infinite
 
 
 def quad_extent(opacities: np.ndarray) -> np.ndarray:

@@ -106,7 +106,12 @@ def render_animation(
             vertices = pose_vertices(avatar.rig, clip.pose(index), clip.expression_weights[index])
             means, rotations, scales = pose_gaussians(binding, vertices)
             splats = Splats(
-                means=means, rotations=rotations, scales=scales, opacities=avatar.opacities, sh=avatar.sh
+                means=means,
+                rotations=rotations,
+                scales=scales,
+                opacities=avatar.opacities,
+                sh=avatar.sh,
+                antialiased=avatar.antialiased,
             )
             image = render_views(avatar, splats, [camera], look, lighting, background, backend)[0]
             yield image

@@ -16,7 +16,7 @@ from .projection import MAX_ALPHA, MIN_TRANSMITTANCE, ScreenGaussians
 
 def rasterize_dense(
     screen: ScreenGaussians,
-    opacities: torch.Tensor,  # [N]
+    opacities: torch.Tensor,  # [N], or [C, N] per camera
     features: torch.Tensor,  # [C, N, F]
     width: int,
     height: int,
@@ -30,6 +30,7 @@ def rasterize_dense(
     )
     pixels = torch.stack([columns.reshape(-1), rows.reshape(-1)], dim=-1)  # [P, 2] (x, y)
     images, alphas = [], []
+    opacities = opacities.expand(features.shape[0], features.shape[1])
     for camera in range(features.shape[0]):
         kept = screen.in_depth_range[camera].nonzero().squeeze(1)
         kept = kept[torch.argsort(screen.depths[camera, kept].detach(), stable=True)]
@@ -37,7 +38,7 @@ def rasterize_dense(
         a, b, c = screen.conics[camera, kept].unbind(-1)
         dx, dy = offsets[..., 0], offsets[..., 1]
         power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
-        raw = opacities[kept] * torch.exp(power)
+        raw = opacities[camera, kept] * torch.exp(power)
         alpha = torch.where(raw < MIN_ALPHA, torch.zeros_like(raw), raw.clamp_max(MAX_ALPHA))
         inclusive = torch.cumprod(1.0 - alpha, dim=1)
         exclusive = torch.cat([torch.ones_like(inclusive[:, :1]), inclusive[:, :-1]], dim=1)

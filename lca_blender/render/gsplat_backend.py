@@ -35,8 +35,10 @@ def rasterize_gsplat(
     height: int,
     near: float,
     far: float,
+    antialiased: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend `features` with gsplat: ([C, H, W, F] sum_i w_i f_i, [C, H, W, 1] sum_i w_i)."""
+    """Blend `features` with gsplat: ([C, H, W, F] sum_i w_i f_i, [C, H, W, 1] sum_i w_i).
+    `antialiased`: gsplat's "antialiased" mode, the opacities compensated as the torch backend does."""
     from gsplat import rasterization
 
     image, alpha, _ = rasterization(
@@ -55,7 +57,7 @@ def rasterize_gsplat(
         sh_degree=None,
         packed=False,
         render_mode="RGB",
-        rasterize_mode="classic",
+        rasterize_mode="antialiased" if antialiased else "classic",
         camera_model="pinhole",
     )
     return image, alpha

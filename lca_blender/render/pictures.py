@@ -150,6 +150,7 @@ def render_views(
                 sh_degree=sh_degree,
                 background=tensor(np.asarray(background)),
                 backend=backend,
+                antialiased=splats.antialiased,
             )
         rgba = torch.cat([result.color[0].clamp(0, 1), result.alpha[0].clamp(0, 1)], dim=-1)
         images.append(rgba.cpu().numpy())

@@ -13,7 +13,10 @@ gsplat's pinhole projection:
 - bounds: the half extents e sqrt(Sigma'_xx), e sqrt(Sigma'_yy) with e = sqrt(2 ln(255 o)), the
   Mahalanobis radius beyond which alpha = o exp(-d^2 / 2) is below 1/255 and is skipped anyway
   (at o = 1, e = 3.33: the "3 sigma" of 3DGS, made opacity-aware as in gsplat). Every pixel a
-  Gaussian contributes to lies inside them, so tiling changes no pixel.
+  Gaussian contributes to lies inside them, so tiling changes no pixel;
+- compensation: sqrt(det Sigma / det(Sigma + 0.3 I)), the factor on the opacities of antialiased
+  splats (`maths/projection.py`; gsplat's "antialiased" mode). The bounds use the uncompensated
+  opacity, which is never smaller, so they hold for both.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..maths.projection import FOV_CLAMP, LOW_PASS, MIN_ALPHA
+from ..maths.projection import FOV_CLAMP, LOW_PASS, MIN_ALPHA, antialiasing_compensation
 from ..maths.rotations_torch import quaternion_to_matrix
 from ..maths.sh_torch import sh_to_color
 
@@ -41,6 +44,7 @@ class ScreenGaussians:
     half_extents: torch.Tensor  # [C, N, 2] screen bounds around means2d (no gradient)
     in_depth_range: torch.Tensor  # [C, N] bool: near < z < far
     visible: torch.Tensor  # [C, N] bool: in depth range, opaque enough, and touching the image
+    compensation: torch.Tensor  # [C, N] the antialiased opacity's factor (differentiable)
 
 
 def project_gaussians(
@@ -100,6 +104,9 @@ def project_gaussians(
         half_extents=half_extents,
         in_depth_range=in_depth_range,
         visible=visible,
+        compensation=antialiasing_compensation(
+            covariances2d[..., 0, 0], covariances2d[..., 0, 1], covariances2d[..., 1, 1]
+        ),
     )
 
 

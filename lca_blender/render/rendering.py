@@ -46,6 +46,7 @@ def render(
     backend: str = "auto",
     near: float = 0.01,
     far: float = 100.0,
+    antialiased: bool = False,
 ) -> RenderResult:
     """Render 3D Gaussians into C pinhole cameras, front to back, differentiably (like gsplat's
     `rasterization`).
@@ -65,7 +66,9 @@ def render(
     Per pixel, Gaussians are blended front to back by camera depth with weights w_i = alpha_i T_i,
     alpha_i = min(0.99, o_i exp(-d_i^2 / 2)) (d_i the Mahalanobis distance under the EWA-projected
     covariance plus 0.3 px^2; contributions under 1/255 skipped), T_i = prod_{j<i} (1 - alpha_j),
-    stopping before T falls under 1e-4 (3DGS's rules; see `projection.py`). `background` is
+    stopping before T falls under 1e-4 (3DGS's rules; see `projection.py`). With `antialiased`,
+    o_i is scaled by sqrt(det Sigma / det(Sigma + 0.3 I)) per camera (Mip-Splatting's 2D filter,
+    gsplat's "antialiased" mode; `maths/projection.py` says why). `background` is
     composited as color + (1 - alpha) background. A Gaussian's normal is the axis of its smallest
     scale, turned towards the camera.
 
@@ -79,10 +82,16 @@ def render(
     )
     if chosen == "gsplat":
         blended, alpha = rasterize_gsplat(
-            means, quats, scales, opacities, features, viewmats, Ks, width, height, near, far
+            means, quats, scales, opacities, features, viewmats, Ks, width, height, near, far, antialiased
         )
     else:
-        blended, alpha = rasterize_tiles(screen_or_depths, opacities, features, width, height)
+        blended, alpha = rasterize_tiles(
+            screen_or_depths,
+            _blended_opacities(screen_or_depths, opacities, antialiased),
+            features,
+            width,
+            height,
+        )
     return _result(blended, alpha, features.shape[-1] - 4, background, chosen)
 
 
@@ -101,6 +110,7 @@ def render_dense_reference(
     background: torch.Tensor | None = None,  # [D] or [C, D]
     near: float = 0.01,
     far: float = 100.0,
+    antialiased: bool = False,
 ) -> RenderResult:
     """`render` evaluated densely: every pixel against every Gaussian in the depth range, plain
     autograd. The slow, obviously correct reference for tests and benchmarks (small scenes only)."""
@@ -108,7 +118,9 @@ def render_dense_reference(
     screen, features = _features(
         means, quats, scales, opacities, colors_or_sh, viewmats, Ks, width, height, sh_degree, near, far
     )
-    blended, alpha = rasterize_dense(screen, opacities, features, width, height)
+    blended, alpha = rasterize_dense(
+        screen, _blended_opacities(screen, opacities, antialiased), features, width, height
+    )
     return _result(blended, alpha, features.shape[-1] - 4, background, "dense")
 
 
@@ -118,6 +130,11 @@ def _features(
     screen = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near, far)
     features = gaussian_features(means, quats, scales, colors_or_sh, sh_degree, viewmats, screen.depths)
     return screen, features
+
+
+def _blended_opacities(screen, opacities: torch.Tensor, antialiased: bool) -> torch.Tensor:
+    """[N] the opacities as given, or [C, N] compensated per camera for antialiased splats."""
+    return opacities[None] * screen.compensation if antialiased else opacities
 
 
 def _result(blended, alpha, channels, background, backend) -> RenderResult:

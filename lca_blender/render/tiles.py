@@ -268,7 +268,7 @@ class _TileRasterizer(torch.autograd.Function):
 
 def rasterize_tiles(
     screen: ScreenGaussians,
-    opacities: torch.Tensor,  # [N]
+    opacities: torch.Tensor,  # [N], or [C, N] per camera
     features: torch.Tensor,  # [C, N, F]
     width: int,
     height: int,

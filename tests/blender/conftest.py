@@ -323,6 +323,8 @@ width, height = int(scene["size"][0]), int(scene["size"][1])
 degree = int(round(t["sh"].shape[1] ** 0.5)) - 1
 images = {}
 for look in looks:
+    antialiased = look.endswith("_antialiased")
+    look = look.removesuffix("_antialiased")
     if look == "relit":
         colors = t["relit"]
     else:
@@ -331,8 +333,9 @@ for look in looks:
         directions = directions / directions.norm(dim=1, keepdim=True)
         colors = torch.from_numpy(srgb_to_linear(sh_to_color(t["sh"], directions, degree).numpy()))
     result = render(t["means"], t["quats"], t["scales"], t["opacities"], colors, viewmat, K, width, height,
-                    backend="torch")
-    images[look] = torch.cat([result.color, result.alpha], -1)[0].numpy()
+                    backend="torch", antialiased=antialiased)
+    name = look + ("_antialiased" if antialiased else "")
+    images[name] = torch.cat([result.color, result.alpha], -1)[0].numpy()
 np.savez(sys.argv[2], **images)
 """
 
@@ -342,7 +345,8 @@ def engine_reference(
 ) -> dict[str, np.ndarray]:
     """[H, W, 4] linear premultiplied RGBA images of the engine's renderer, one per look, of the
     Gaussians `arrays` (means, quats, scales, opacities, sh, and relit for the relit look) seen by
-    the OpenCV camera viewmat, K at size (width, height); skips when the engine is not set up."""
+    the OpenCV camera viewmat, K at size (width, height); skips when the engine is not set up. A
+    look named with "_antialiased" after it renders the splats antialiased."""
     if not ENGINE_PYTHON.exists():
         pytest.skip("the engine's environment (.venv, with torch) is not set up")
     scene_file, output = folder / "scene.npz", folder / "reference.npz"

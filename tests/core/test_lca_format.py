@@ -76,6 +76,28 @@ def test_outer_layer_round_trips_and_schema_1_files_still_read(tube_avatar, tmp_
     assert old.rig.vertex_layers is None and old.rig.skin_vertex_count == old.rig.vertex_count
 
 
+def test_antialiased_round_trips_and_older_files_read_as_classic(tube_avatar, tmp_path):
+    antialiased = dataclasses.replace(tube_avatar, antialiased=True)
+    lca.write_avatar(tmp_path / "new.lca", antialiased)
+    back = lca.read_avatar(tmp_path / "new.lca")
+    assert_same_avatar(antialiased, back)
+    assert back.antialiased is True
+    assert lca.read_avatar(tmp_path / "new.lca").subset(np.arange(3)).antialiased is True
+    # Schema 2 files, from before antialiased splats, have no such key: their splats are classic.
+    members = _members(tmp_path / "new.lca")
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["schema_version"] == 3 and manifest["antialiased"] is True
+    del manifest["antialiased"]
+    manifest["schema_version"] = 2
+    members["manifest.json"] = json.dumps(manifest).encode()
+    _write_members(tmp_path / "old.lca", members)
+    assert lca.read_avatar(tmp_path / "old.lca").antialiased is False
+    # Posed, the splats carry it to every renderer.
+    from lca_blender.maths.deform import pose_avatar
+
+    assert pose_avatar(back).antialiased and not pose_avatar(tube_avatar).antialiased
+
+
 @pytest.mark.parametrize(
     "layers, message",
     [
@@ -155,6 +177,7 @@ MALFORMED = {
     "schema version missing": _edit_manifest(lambda d: d.pop("schema_version")),
     "schema version from the future": _edit_manifest(lambda d: d.update(schema_version=99)),
     "schema version is text": _edit_manifest(lambda d: d.update(schema_version="1")),
+    "antialiased is text": _edit_manifest(lambda d: d.update(antialiased="yes")),
     "arrays section missing": _edit_manifest(lambda d: d.pop("arrays")),
     "joint names not strings": _edit_manifest(lambda d: d["rig"].update(joint_names=[1, 2, 3, 4])),
     "joint count disagrees": _edit_manifest(lambda d: d["rig"].update(joint_names=["a", "b"])),

@@ -106,3 +106,41 @@ def test_projection_matches_the_engine() -> None:
     np.testing.assert_allclose(ours.conics, engine.conics[0].numpy(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours.depths, engine.depths[0].numpy(), rtol=1e-14)
     np.testing.assert_allclose(ours.half_extents, engine.half_extents[0].numpy(), rtol=1e-12)
+
+
+def test_antialiased_opacities_match_the_engine_and_spare_large_gaussians() -> None:
+    torch = pytest.importorskip("torch")
+    from lca_blender.render.projection import project_gaussians as engine_projection
+
+    rng = np.random.default_rng(2)
+    count, width, height = 200, 160, 120
+    means = rng.uniform(-1.5, 1.5, size=(count, 3))
+    quats = rng.normal(size=(count, 4))
+    scales = np.exp(rng.uniform(-6, -1, size=(count, 3)))
+    scales[:40] = np.exp(rng.uniform(-1.5, -0.5, size=(40, 1)))  # round and wide
+    scales[40:80] = np.exp(rng.uniform(-9, -8, size=(40, 1)))  # round and tiny
+    opacities = rng.uniform(0.01, 1.0, count)
+    viewmat, K = opencv_camera(*_blender_camera(), width, height)
+    triangles = covariances(quats, scales)
+    ours = project_gaussians(means, triangles, opacities, viewmat, K, width, height, antialiased=True)
+    engine = engine_projection(
+        *(torch.from_numpy(array) for array in (means, quats, scales, opacities, viewmat[None], K[None])),
+        width, height, 0.01, 100.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(ours.opacities, opacities * engine.compensation[0].numpy(), rtol=1e-9)
+    # The factor from the conic alone: det(Sigma + 0.3 I) = 1 / det(conic), det Sigma = the same
+    # matrix less 0.3 on its diagonal.
+    a, b, c = ours.conics.T
+    determinant = 1.0 / (a * c - b * b)
+    xx, xy, yy = c * determinant - LOW_PASS, -b * determinant, a * determinant - LOW_PASS
+    factor = np.sqrt((xx * yy - xy * xy) / determinant)
+    np.testing.assert_allclose(ours.opacities, opacities * factor, rtol=1e-6)
+    assert (ours.opacities <= opacities).all()
+    # Gaussians over 5 px across both ways keep their opacity (within 1 %); those under a fifth of
+    # a pixel both ways keep under 15 % of it (factor <= 0.05 / 0.35 per the eigenvalues).
+    half_trace, spread = (xx + yy) / 2, np.sqrt(((xx - yy) / 2) ** 2 + xy * xy)
+    smallest, largest = half_trace - spread, half_trace + spread
+    wide, tiny = smallest > 30, largest < 0.05
+    assert wide.sum() > 5 and tiny.sum() > 5
+    np.testing.assert_allclose(ours.opacities[wide], opacities[wide], rtol=0.01)
+    assert (ours.opacities[tiny] < 0.15 * opacities[tiny]).all()

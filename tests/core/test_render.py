@@ -124,17 +124,25 @@ def test_sh_degree_one_view_dependence_has_the_3dgs_sign():
 # --- closed forms --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("antialiased", [False, True], ids=["classic", "antialiased"])
+@pytest.mark.parametrize("sigma", [0.12, 0.02], ids=["3.0px", "0.5px"])
 @pytest.mark.parametrize("backend", ["torch", "dense"])
-def test_single_isotropic_gaussian_matches_the_closed_form(backend):
-    """Head-on, an isotropic Gaussian is opacity * exp(-r^2 / 2 s^2) with s^2 = (f sigma / z)^2 + 0.3."""
-    focal, sigma, depth, opacity, size = 100.0, 0.12, 4.0, 0.8, 64
-    s2 = (focal * sigma / depth) ** 2 + LOW_PASS
+def test_single_isotropic_gaussian_matches_the_closed_form(backend, sigma, antialiased):
+    """Head-on, an isotropic Gaussian is o exp(-r^2 / 2 s^2) with s^2 = v + 0.3, v = (f sigma / z)^2;
+    antialiased, o is the opacity times sqrt(det(v I) / det(s^2 I)) = v / s^2."""
+    focal, depth, size = 100.0, 4.0, 64
+    v = (focal * sigma / depth) ** 2
+    s2 = v + LOW_PASS
+    opacity = 0.8 * (v / s2 if antialiased else 1.0)
     args = (
         torch.tensor([[0.0, 0.0, depth]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), sigma),
-        torch.tensor([opacity]), torch.ones(1, 3), torch.eye(4)[None], intrinsics(focal, 32.0, 32.0)[None],
+        torch.tensor([0.8]), torch.ones(1, 3), torch.eye(4)[None], intrinsics(focal, 32.0, 32.0)[None],
         size, size,
     )  # fmt: skip
-    result = render(*args, backend="torch") if backend == "torch" else render_dense_reference(*args)
+    if backend == "torch":
+        result = render(*args, backend="torch", antialiased=antialiased)
+    else:
+        result = render_dense_reference(*args, antialiased=antialiased)
 
     centres = torch.arange(size, dtype=torch.float64) + 0.5 - 32.0
     r2 = centres[None, :] ** 2 + centres[:, None] ** 2
@@ -151,6 +159,8 @@ def test_single_isotropic_gaussian_matches_the_closed_form(backend):
     integral = 2 * math.pi * s2 * (opacity - MIN_ALPHA)
     assert alpha.sum().item() == pytest.approx(integral, rel=1e-2)
     assert alpha.sum().item() == pytest.approx(2 * math.pi * s2 * opacity, rel=1e-2 + 1 / (255 * opacity))
+    if antialiased:  # the filter spreads the Gaussian without adding to it: 2 pi v 0.8, as unfiltered
+        assert alpha.sum().item() == pytest.approx(2 * math.pi * v * 0.8, rel=1e-2 + 1 / (255 * opacity))
 
 
 def test_flat_gaussian_normal_faces_each_camera_and_depth_is_camera_z():
@@ -169,8 +179,9 @@ def test_flat_gaussian_normal_faces_each_camera_and_depth_is_camera_z():
 # --- the tiled backend against the dense reference -----------------------------------------------
 
 
+@pytest.mark.parametrize("antialiased", [False, True], ids=["classic", "antialiased"])
 @pytest.mark.parametrize("segment", [128, 8], ids=["one-round", "many-rounds-and-chunks"])
-def test_tiled_backend_matches_dense_reference_forward_and_backward(segment, monkeypatch):
+def test_tiled_backend_matches_dense_reference_forward_and_backward(segment, antialiased, monkeypatch):
     monkeypatch.setattr(tiles_module, "DEFAULT_SEGMENT", segment)
     if segment == 8:
         monkeypatch.setattr(tiles_module, "DEFAULT_CHUNK_ELEMENTS", 3 * 8 * 256)  # 3 tiles per step
@@ -180,9 +191,14 @@ def test_tiled_backend_matches_dense_reference_forward_and_backward(segment, mon
     for name in ("torch", "dense"):
         leaves = [tensor.clone().requires_grad_() for tensor in gaussians]
         if name == "torch":
-            result = render(*leaves, viewmats, Ks, width, height, background=background, backend="torch")
+            result = render(
+                *leaves, viewmats, Ks, width, height,
+                background=background, backend="torch", antialiased=antialiased,
+            )  # fmt: skip
         else:
-            result = render_dense_reference(*leaves, viewmats, Ks, width, height, background=background)
+            result = render_dense_reference(
+                *leaves, viewmats, Ks, width, height, background=background, antialiased=antialiased
+            )
         scalar_loss(result).backward()
         outputs[name] = result, [leaf.grad for leaf in leaves]
     (tiled, tiled_grads), (dense, dense_grads) = outputs["torch"], outputs["dense"]
@@ -204,8 +220,10 @@ def test_tiled_backend_matches_dense_reference_forward_and_backward(segment, mon
         torch.testing.assert_close(tiled_grad, dense_grad, atol=3e-5 * scale, rtol=0, msg=name)
 
 
-def test_tiled_backend_gradients_match_finite_differences():
-    """torch.autograd.gradcheck in float64 on 4 Gaussians over 4 tiles, for every Gaussian attribute."""
+@pytest.mark.parametrize("antialiased", [False, True], ids=["classic", "antialiased"])
+def test_tiled_backend_gradients_match_finite_differences(antialiased):
+    """torch.autograd.gradcheck in float64 on 4 Gaussians over 4 tiles, for every Gaussian attribute
+    (antialiased: through the opacities' compensation too)."""
     dtype = torch.float64
     means = torch.tensor(
         [[0.0, 0.0, 0.0], [0.15, 0.1, -0.2], [-0.2, -0.1, 0.3], [0.05, -0.2, 0.1]], dtype=dtype
@@ -222,8 +240,9 @@ def test_tiled_backend_gradients_match_finite_differences():
 
     def outputs(means, quats, scales, opacities, sh):
         result = render(
-            means, quats, scales, opacities, sh, viewmats, Ks, 20, 18, sh_degree=1, backend="torch"
-        )
+            means, quats, scales, opacities, sh, viewmats, Ks, 20, 18, sh_degree=1, backend="torch",
+            antialiased=antialiased,
+        )  # fmt: skip
         return result.color, result.alpha, result.depth, result.normal
 
     leaves = [tensor.clone().requires_grad_() for tensor in (means, quats, scales, opacities, sh)]
