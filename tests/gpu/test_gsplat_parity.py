@@ -41,12 +41,14 @@ def scene(count: int, max_opacity: float, seed: int = 0):
     return [tensor.to(DEVICE) for tensor in tensors]
 
 
-def render_both(count: int, max_opacity: float):
+def render_both(count: int, max_opacity: float, antialiased: bool = False):
     means, quats, scales, opacities, sh, viewmats, Ks = scene(count, max_opacity)
     outputs = {}
     for backend in ("gsplat", "torch"):
         leaves = [tensor.clone().requires_grad_() for tensor in (means, quats, scales, opacities, sh)]
-        result = render(*leaves, viewmats, Ks, 192, 160, sh_degree=1, backend=backend)
+        result = render(
+            *leaves, viewmats, Ks, 192, 160, sh_degree=1, backend=backend, antialiased=antialiased
+        )
         weights = torch.linspace(0.2, 1.0, 3, device=DEVICE)
         loss = (result.color * weights).sum() + result.alpha.sum() + 0.1 * result.depth.sum()
         loss = loss + (result.normal * weights.flip(0)).sum()
@@ -60,11 +62,13 @@ def test_auto_picks_gsplat_on_cuda():
     assert render(means, quats, scales, opacities, sh, viewmats, Ks, 32, 32, sh_degree=1).backend == "gsplat"
 
 
-def test_forward_and_backward_match_where_both_bound_the_same_pixels():
+@pytest.mark.parametrize("antialiased", [False, True], ids=["classic", "antialiased"])
+def test_forward_and_backward_match_where_both_bound_the_same_pixels(antialiased):
     """Opacities <= 0.3: every contribution >= 1/255 lies within 2.95 sigma, inside both gsplat's
     3-sigma (older) or opacity-aware (newer) bounds and ours, and alpha never reaches either clamp, so
-    the images agree to float32 summation order (different blending order within equal depths aside)."""
-    outputs = render_both(3000, max_opacity=0.3)
+    the images agree to float32 summation order (different blending order within equal depths aside).
+    Antialiased: gsplat's rasterize_mode "antialiased" against our compensated opacities."""
+    outputs = render_both(3000, max_opacity=0.3, antialiased=antialiased)
     (ours, our_grads), (theirs, their_grads) = outputs["torch"], outputs["gsplat"]
     for field in ("color", "alpha", "normal"):
         torch.testing.assert_close(getattr(ours, field), getattr(theirs, field), atol=2e-3, rtol=0, msg=field)
