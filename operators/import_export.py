@@ -200,8 +200,10 @@ def create_static_splats(context: bpy.types.Context, filepath: str) -> bpy.types
     from ..lca_blender.formats.ply import read_ply
 
     name = Path(filepath).stem
-    splats = bpy.data.objects.new(name, _points_mesh(name, *static_splat_attributes(read_ply(filepath))))
+    static = read_ply(filepath)
+    splats = bpy.data.objects.new(name, _points_mesh(name, *static_splat_attributes(static)))
     splats.lca.is_splats = True
+    splats.lca.antialiased = static.antialiased
     splats.lca.avatar_name = name
     splats.lca.source_path = str(filepath)
     context.view_layer.active_layer_collection.collection.objects.link(splats)
@@ -302,6 +304,7 @@ class LCA_OT_export_posed_ply(bpy.types.Operator, ExportHelper):
                 scales=preview.scales * settings.splat_scale,
                 opacities=np.clip(preview.opacities * settings.opacity, 0.0, 1.0),
                 sh=preview.sh,
+                antialiased=settings.antialiased,  # marked in the header for viewers that honour it
             )
             write_ply(self.filepath, splats)
         except AvatarError as error:

@@ -188,6 +188,30 @@ def test_reads_other_writers_layouts(tmp_path: Path, endian: str, mixed_types: b
     np.testing.assert_array_equal(splats.sh[:, 2, 1], rows["f_rest_4"])  # green, coefficient 2
 
 
+@pytest.mark.parametrize(
+    "comment, antialiased",
+    [
+        (None, False),
+        ("comment SplatRenderMode: mip", True),  # Brush, SplatTransform
+        ("comment splatrendermode:MIP", True),
+        ("comment postshot.anti_aliasing=1", True),  # Postshot
+        ("comment postshot.anti_aliasing=0", False),
+        ("comment SplatRenderMode: classic", False),
+    ],
+)
+def test_antialiased_splats_are_marked_and_recognised(tmp_path: Path, comment, antialiased) -> None:
+    splats = random_splats(4, 1)
+    splats.antialiased = True
+    write_ply(tmp_path / "ours.ply", splats)
+    lines, body = split_header((tmp_path / "ours.ply").read_bytes())
+    assert "comment SplatRenderMode: mip" in lines and read_ply(tmp_path / "ours.ply").antialiased
+    # Another trainer's file: its comment, or none, decides.
+    others = [line for line in lines if not line.startswith("comment")]
+    others[2:2] = [comment] if comment else []
+    (tmp_path / "other.ply").write_bytes(("\n".join([*others, "end_header"]) + "\n").encode() + body)
+    assert read_ply(tmp_path / "other.ply").antialiased is antialiased
+
+
 def test_crlf_header_is_read(tmp_path: Path) -> None:
     path = tmp_path / "crlf.ply"
     write_ply(path, random_splats(3, 4))
