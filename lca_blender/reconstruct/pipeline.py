@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 # Bump when a stage's cached result changes meaning (2: body, 3: checksums, 4: matte, 5: outer layer,
 # 6: photos that disagree with the others left out of the hull and of the Gaussians' fit,
 # 7: person masks completed from the backdrop, the outer layer snapped onto the photos' outlines,
-# 8: the mouth's own mesh left out of the fit, 9: and the head's skin that no direction sees).
-PIPELINE_VERSION = 9
+# 8: the mouth's own mesh left out of the fit, 9: and the head's skin that no direction sees,
+# 10: the Gaussians fitted antialiased).
+PIPELINE_VERSION = 10
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
