@@ -379,11 +379,13 @@ def pose_avatar(
     avatar: GaussianAvatar,
     pose: Pose | None = None,
     expression_weights: Mapping[str, float] | np.ndarray | None = None,
+    binding: GaussianBinding | None = None,
 ) -> Splats:
-    """The avatar's Gaussians in world space for a pose (rest when None) and expression."""
+    """The avatar's Gaussians in world space for a pose (rest when None) and expression;
+    `binding` is `bind(avatar)`, worked out here when not given (pass it when posing many times)."""
     rig = avatar.rig
     vertices = pose_vertices(rig, pose or Pose.rest(rig.joint_count), expression_weights)
-    means, rotations, scales = pose_gaussians(bind(avatar), vertices)
+    means, rotations, scales = pose_gaussians(binding or bind(avatar), vertices)
     return Splats(
         means=means,
         rotations=rotations,

@@ -22,7 +22,7 @@ from ..errors import AvatarError, AvatarWriteError
 from ..formats.animation import AnimationClip
 from ..formats.atomic import atomic_output
 from ..maths.cameras import Camera
-from ..maths.deform import bind, pose_gaussians, pose_vertices
+from ..maths.deform import bind, pose_avatar, pose_vertices
 from ..maths.lights import Lighting
 from ..progress import Progress
 from .pictures import NAMED_VIEWS, framed_cameras, render_views, save_png
@@ -103,16 +103,7 @@ def render_animation(
 
     def frames():
         for index in range(clip.frame_count):
-            vertices = pose_vertices(avatar.rig, clip.pose(index), clip.expression_weights[index])
-            means, rotations, scales = pose_gaussians(binding, vertices)
-            splats = Splats(
-                means=means,
-                rotations=rotations,
-                scales=scales,
-                opacities=avatar.opacities,
-                sh=avatar.sh,
-                antialiased=avatar.antialiased,
-            )
+            splats = pose_avatar(avatar, clip.pose(index), clip.expression_weights[index], binding)
             image = render_views(avatar, splats, [camera], look, lighting, background, backend)[0]
             yield image
             progress.update((index + 1) / clip.frame_count, f"frame {index + 1} of {clip.frame_count}")
