@@ -83,22 +83,30 @@ def test_a_gaussian_on_the_axis_projects_to_the_pinhole_closed_form() -> None:
     assert screen.depths[0] == depth
 
 
-def test_projection_matches_the_engine() -> None:
+def _ours_and_engine(seed: int, scales_of, antialiased: bool = False):
+    """(opacities, this module's projection, the engine's) of 200 random Gaussians with the scales
+    `scales_of(rng, count)` gives, seen by the test camera."""
     torch = pytest.importorskip("torch")
     from lca_blender.render.projection import project_gaussians as engine_projection
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     count, width, height = 200, 160, 120
     means = rng.uniform(-1.5, 1.5, size=(count, 3))
     quats = rng.normal(size=(count, 4))
-    scales = np.exp(rng.uniform(-5, -2, size=(count, 3)))
+    scales = scales_of(rng, count)
     opacities = rng.uniform(0.01, 1.0, count)
     viewmat, K = opencv_camera(*_blender_camera(), width, height)
-    ours = project_gaussians(means, covariances(quats, scales), opacities, viewmat, K, width, height)
+    triangles = covariances(quats, scales)
+    ours = project_gaussians(means, triangles, opacities, viewmat, K, width, height, antialiased=antialiased)
     engine = engine_projection(
         *(torch.from_numpy(array) for array in (means, quats, scales, opacities, viewmat[None], K[None])),
         width, height, 0.01, 100.0,
     )  # fmt: skip
+    return opacities, ours, engine
+
+
+def test_projection_matches_the_engine() -> None:
+    _, ours, engine = _ours_and_engine(1, lambda rng, count: np.exp(rng.uniform(-5, -2, size=(count, 3))))
     # Both in float64, the same formulas in a different order: ~1e-15 relative. The conic inverts a
     # 2 x 2 covariance whose condition number here is at most ~1e4 (thin Gaussians, 0.3 px^2
     # low-pass): ~1e-12 relative. The bounds leave three orders of magnitude over that.
@@ -108,25 +116,15 @@ def test_projection_matches_the_engine() -> None:
     np.testing.assert_allclose(ours.half_extents, engine.half_extents[0].numpy(), rtol=1e-12)
 
 
-def test_antialiased_opacities_match_the_engine_and_spare_large_gaussians() -> None:
-    torch = pytest.importorskip("torch")
-    from lca_blender.render.projection import project_gaussians as engine_projection
-
-    rng = np.random.default_rng(2)
-    count, width, height = 200, 160, 120
-    means = rng.uniform(-1.5, 1.5, size=(count, 3))
-    quats = rng.normal(size=(count, 4))
+def _wide_tiny_and_random(rng: np.random.Generator, count: int) -> np.ndarray:
     scales = np.exp(rng.uniform(-6, -1, size=(count, 3)))
     scales[:40] = np.exp(rng.uniform(-1.5, -0.5, size=(40, 1)))  # round and wide
     scales[40:80] = np.exp(rng.uniform(-9, -8, size=(40, 1)))  # round and tiny
-    opacities = rng.uniform(0.01, 1.0, count)
-    viewmat, K = opencv_camera(*_blender_camera(), width, height)
-    triangles = covariances(quats, scales)
-    ours = project_gaussians(means, triangles, opacities, viewmat, K, width, height, antialiased=True)
-    engine = engine_projection(
-        *(torch.from_numpy(array) for array in (means, quats, scales, opacities, viewmat[None], K[None])),
-        width, height, 0.01, 100.0,
-    )  # fmt: skip
+    return scales
+
+
+def test_antialiased_opacities_match_the_engine_and_spare_large_gaussians() -> None:
+    opacities, ours, engine = _ours_and_engine(2, _wide_tiny_and_random, antialiased=True)
     np.testing.assert_allclose(ours.opacities, opacities * engine.compensation[0].numpy(), rtol=1e-9)
     # The factor from the conic alone: det(Sigma + 0.3 I) = 1 / det(conic), det Sigma = the same
     # matrix less 0.3 on its diagonal.
