@@ -20,8 +20,9 @@ Gaussian seen edge-on (a disc at a silhouette) covers a pixel-wide band it does 
 outline of a surface of discs stands out by about a pixel. Splats fitted as "antialiased" (as
 Mip-Splatting's 2D filter and gsplat's "antialiased" mode do) keep the filter but scale each
 opacity by sqrt(det Sigma / det(Sigma + 0.3 I)), the share of the widened Gaussian's peak its own
-footprint explains: a large Gaussian keeps its opacity, an edge-on one fades. Avatars built since
-format 1.x record it (`GaussianAvatar.antialiased`); a 3DGS .ply from elsewhere is rendered classic.
+footprint explains: a large Gaussian keeps its opacity, an edge-on one fades. The fit makes
+avatars this way, and the .lca records it (`GaussianAvatar.antialiased`, schema 3); older files,
+and .ply files without a header comment that says so, are rendered classic.
 """
 
 from __future__ import annotations
