@@ -196,7 +196,7 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     from types import SimpleNamespace
 
     from lca_blender.maths.cameras import Camera
-    from lca_blender.reconstruct.fit_gaussians import _CameraCorrection, _photo, _photo_weights
+    from lca_blender.reconstruct.fit_gaussians import ANTIALIASED, _CameraCorrection, _photo, _photo_weights
     from lca_blender.render import render
 
     viewmat = np.eye(4)
@@ -215,8 +215,9 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
 
     weights = _photo_weights(gaussians, [photo], [_CameraCorrection("cpu")])
     alpha = render(
-        means, rotations, scales, opacities, torch.ones(3, 1), photo.viewmat, photo.intrinsics, 32, 32
-    ).alpha
+        means, rotations, scales, opacities, torch.ones(3, 1), photo.viewmat, photo.intrinsics, 32, 32,
+        antialiased=ANTIALIASED,  # as the fit renders
+    ).alpha  # fmt: skip
     # Per pixel the blending weights add up to the alpha, so over the image they add up to its sum
     # (in float32, over 32 x 32 pixels: at most 1024 x 6e-8 = 6e-5 relative apart).
     assert float(weights.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
