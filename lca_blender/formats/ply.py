@@ -62,7 +62,7 @@ def write_ply(path: str | os.PathLike, splats: Splats) -> None:
     clipping to [OPACITY_CLIP, 1 - OPACITY_CLIP]), rot_0..3 = w, x, y, z, normals are zero, and
     f_rest is channel-major (all red coefficients, then green, then blue), as INRIA writes it.
     Antialiased splats carry the header comment "SplatRenderMode: mip" (Brush's and SplatTransform's;
-    PlayCanvas and SuperSplat render such files with the opacity compensation).
+    PlayCanvas renders such files with the opacity compensation).
     The file appears whole or not at all; an existing file is replaced only on success.
     """
     count, coefficients = splats.count, splats.sh.shape[1]
