@@ -185,12 +185,8 @@ class _Element:
 def _parse_header(path: Path, head: bytes) -> _Layout:
     """Parse the PLY header at the start of `head` (the file's first HEADER_LIMIT_BYTES)."""
     data_offset, text = _header_text(path, head)
-    endian, elements = _header_elements(path, text)
-    layout = _vertex_layout(path, endian, elements, data_offset)
-    comments = ("".join(line.split()[1:]).lower() for line in text.split("\n") if line.startswith("comment"))
-    return dataclasses.replace(
-        layout, antialiased=any(comment in ANTIALIASED_COMMENTS for comment in comments)
-    )
+    endian, elements, antialiased = _header_elements(path, text)
+    return dataclasses.replace(_vertex_layout(path, endian, elements, data_offset), antialiased=antialiased)
 
 
 def _header_text(path: Path, head: bytes) -> tuple[int, str]:
@@ -213,14 +209,18 @@ def _header_text(path: Path, head: bytes) -> tuple[int, str]:
         raise _file_error(path, "its header contains bytes that are not text", _RE_EXPORT) from None
 
 
-def _header_elements(path: Path, text: str) -> tuple[str, list[_Element]]:
-    """The byte order ('<' or '>') and the elements the header text declares, in order."""
+def _header_elements(path: Path, text: str) -> tuple[str, list[_Element], bool]:
+    """The byte order ('<' or '>'), the elements the header text declares, in order, and whether
+    a comment marks the splats antialiased (ANTIALIASED_COMMENTS)."""
     endian: str | None = None
     elements: list[_Element] = []
+    antialiased = False
     # Split on "\n" only (str.splitlines also splits on form feeds and other characters a comment
     # may hold); a trailing "\r" is whitespace to str.split.
     for number, line in enumerate(text.rstrip("\n").split("\n")[1:-1], start=2):
         tokens = line.split()
+        if tokens and tokens[0] == "comment":
+            antialiased |= "".join(tokens[1:]).lower() in ANTIALIASED_COMMENTS
         if not tokens or tokens[0] in ("comment", "obj_info"):
             continue
         keyword = tokens[0]
@@ -245,7 +245,7 @@ def _header_elements(path: Path, text: str) -> tuple[str, list[_Element]]:
             )
     if endian is None:
         raise _file_error(path, "its 'format' line is missing", _RE_EXPORT)
-    return endian, elements
+    return endian, elements, antialiased
 
 
 def _parse_property(path: Path, number: int, tokens: list[str], element: _Element) -> None:
