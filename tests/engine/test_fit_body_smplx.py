@@ -263,10 +263,14 @@ def test_fit_recovers_a_known_body(known_body, model_file, module_cache):
     The landmarks are exact, so what is left is the fit's own bias: the pose and betas priors
     pull towards the rest pose, the silhouette's outline lies 6 px (about 2.5 cm) outside the
     vertices, and joints no landmark names (spine, collars, neck) follow only from their children.
-    This body's figures, also with 0.01 px of noise on the landmarks (four draws): medians of
-    0.6-0.7 cm, worst joints of 1.7-1.9 cm, landmark errors of 1.2-1.4 px, the jaw at 18-22
-    degrees (the truth: 17; the jaw's vertices are drawn in the masks, so the silhouettes see it
-    as well as the three photos' lips: with the lips weighted 0 it still came to 22). Other
+    (The toy model's triangles share no edge, so its outline is matched to the nearest vertex.)
+    This body's figures: median 0.75 cm, worst joint 3.1 cm (the left foot), landmark error
+    1.3 px, the jaw at 21 degrees; before the outline was taken at the mask's edge rather than at
+    its last pixels' centres, half a pixel inside, 0.66 and 1.9 cm (with 0.01 px of noise on the
+    landmarks, four draws: medians of 0.6-0.7 cm, worst joints of 1.7-1.9 cm, landmark errors of
+    1.2-1.4 px, the jaw at 18-22 degrees). The jaw's truth is 17 degrees; its vertices are drawn
+    in the masks, so the silhouettes see it as well as the three photos' lips (with the lips
+    weighted 0 it still came to 22). Other
     bodies (seeds 1-5 of the truth) gave medians of 0.6-1.3 cm and worst joints of 2.1-3.8 cm.
     The body at rest, where the fit starts, is about ten times further off (checked below).
     """

@@ -38,6 +38,7 @@ class AnnyBody:
         vertices = rest["rest_vertices"][0].numpy()
         frames = rest["rest_bone_poses"][0].numpy()
         self.rest_vertices = vertices
+        self.triangles = model.faces.numpy().astype(np.int64)
         self.free = np.array([not name.startswith(FROZEN_PREFIXES) for name in self.labels])
         self.fingers = np.array([name.startswith("finger") for name in self.labels])
         # Fingertips: the last phalanx's tail, a fixed offset in its bone frame (the last phalanx

@@ -90,6 +90,7 @@ class FittableBody(Protocol):
 
     joint_count: int
     rest_vertices: np.ndarray  # [V, 3] the mesh at the starting shape and rest pose
+    triangles: np.ndarray  # [F, 3] the mesh's triangles
     free: np.ndarray  # [J] bool: joints the photos can show (the others keep their rest rotation)
     fingers: np.ndarray  # [J] bool: finger joints (a softer pose prior)
     shape: torch.Tensor  # the shape parameters, optimised

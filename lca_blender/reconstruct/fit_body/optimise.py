@@ -23,7 +23,16 @@ from ..views import BodyFit, View
 from .anny import AnnyBody
 from .body import BodyChoice, FittableBody, body_cache
 from .smplx import SmplxBody
-from .targets import BODY_JOINTS, BODY_SURFACE, VISIBLE, Silhouettes, landmark_targets, project, robust
+from .targets import (
+    BODY_JOINTS,
+    BODY_SURFACE,
+    VISIBLE,
+    MeshEdges,
+    Silhouettes,
+    landmark_targets,
+    project,
+    robust,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +53,6 @@ class BodyFitSettings:
     shape_lr: float = 0.03  # the body's shape parameters and extras (Anny's jawOpen)
     landmark_sigma: float = 0.03  # the landmarks' robust scale
     silhouette_sigma: float = 0.01  # the silhouettes' robust scale
-    silhouette_vertices: int = 3000  # vertices the silhouettes see (a random subset, fixed by the seed)
     silhouettes_from: float = 0.25  # the silhouettes count from this fraction of the steps on
     body_still_until: float = 0.1  # until this fraction of the steps the pose and shape keep their start
     pose_prior: float = 0.002  # weight of the joints' squared rotation vectors
@@ -106,7 +114,7 @@ def fit_body(
     model = _fittable_body(body or BodyChoice(), any(seen.face is not None for seen in perceptions))
     targets = _photo_targets(perceptions)
     unknowns = _start(model, perceptions, targets, sfm, settings, progress)
-    report = _optimise(model, unknowns, targets, steps, seed, settings, progress)
+    report = _optimise(model, unknowns, targets, steps, settings, progress)
 
     with torch.no_grad():
         posed = model.posed(unknowns.rotvecs * unknowns.free)
@@ -188,24 +196,18 @@ def _optimise(
     unknowns: _Unknowns,
     targets: _PhotoTargets,
     steps: int,
-    seed: int,
     settings: BodyFitSettings,
     progress: Progress,
 ) -> dict[str, Any]:
     """Optimise the unknowns and the body's shape for `steps` steps; returns the last landmark
     report (the start's when `steps` is 0)."""
-    vertex_count = model.rest_vertices.shape[0]
-    vertex_subset = torch.as_tensor(
-        np.random.default_rng(seed).choice(
-            vertex_count, min(settings.silhouette_vertices, vertex_count), replace=False
-        )
-    )
+    edges = MeshEdges.of(model.triangles)
     joint_weights = torch.ones(model.joint_count, 1)
     joint_weights[torch.as_tensor(model.fingers)] = settings.finger_prior
     if steps == 0:
         with torch.no_grad():
             loss, residual = _loss(
-                model, unknowns, targets, joint_weights, vertex_subset, settings, with_silhouettes=False
+                model, unknowns, targets, joint_weights, edges, settings, with_silhouettes=False
             )
         return _landmark_report(loss, residual, targets)
     optimizer = torch.optim.Adam(
@@ -222,7 +224,7 @@ def _optimise(
         optimizer.zero_grad()
         silhouettes = fraction >= settings.silhouettes_from
         loss, residual = _loss(
-            model, unknowns, targets, joint_weights, vertex_subset, settings, with_silhouettes=silhouettes
+            model, unknowns, targets, joint_weights, edges, settings, with_silhouettes=silhouettes
         )
         loss.backward()
         # Early on the pose and shape hold their start while the cameras settle: a fair start for both.
@@ -244,7 +246,7 @@ def _loss(
     unknowns: _Unknowns,
     targets: _PhotoTargets,
     joint_weights: torch.Tensor,  # [J, 1] the pose prior's weight per joint
-    vertex_subset: torch.Tensor,  # [S] the vertices the silhouettes see
+    edges: MeshEdges,  # the body's mesh, for its outline in each photo
     settings: BodyFitSettings,
     with_silhouettes: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,10 +259,14 @@ def _loss(
     weights = targets.weights
     loss = (weights * robust(residual, settings.landmark_sigma)).sum() / weights.sum().clamp_min(1)
     if with_silhouettes:
-        vertices = posed.vertices[vertex_subset]
-        vertex_projected = project(vertices, rotations, unknowns.camera_translations, focal)
+        vertex_projected = project(posed.vertices, rotations, unknowns.camera_translations, focal)
         vertex_projected = vertex_projected + targets.centres[:, None]
-        loss = loss + targets.silhouettes.loss(list(vertex_projected), settings.silhouette_sigma)
+        with torch.no_grad():
+            camera = (
+                torch.einsum("cij,pj->cpi", rotations, posed.vertices) + unknowns.camera_translations[:, None]
+            )
+            contours = edges.contours(camera)
+        loss = loss + targets.silhouettes.loss(list(vertex_projected), contours, settings.silhouette_sigma)
     pose_prior = ((unknowns.rotvecs * unknowns.free) ** 2 * joint_weights).sum() * settings.pose_prior
     shape_prior = model.shape_prior()
     pose_prior = pose_prior + model.face_prior()

@@ -121,6 +121,7 @@ class SmplxBody:
         self._joint_order = torch.as_tensor(np.argsort(np.concatenate(by_level)))
         self.joint_count = len(SMPLX_JOINT_NAMES)
         self.rest_vertices = self.template.numpy().copy()
+        self.triangles = arrays.triangles.astype(np.int64)
 
         names = list(SMPLX_JOINT_NAMES)
         self.free = np.array([name not in FROZEN_JOINTS for name in names])
