@@ -29,7 +29,9 @@ from .targets import (
     VISIBLE,
     MeshEdges,
     Silhouettes,
+    in_cameras,
     landmark_targets,
+    perspective,
     project,
     robust,
 )
@@ -259,13 +261,9 @@ def _loss(
     weights = targets.weights
     loss = (weights * robust(residual, settings.landmark_sigma)).sum() / weights.sum().clamp_min(1)
     if with_silhouettes:
-        vertex_projected = project(posed.vertices, rotations, unknowns.camera_translations, focal)
-        vertex_projected = vertex_projected + targets.centres[:, None]
-        with torch.no_grad():
-            camera = (
-                torch.einsum("cij,pj->cpi", rotations, posed.vertices) + unknowns.camera_translations[:, None]
-            )
-            contours = edges.contours(camera)
+        camera = in_cameras(posed.vertices, rotations, unknowns.camera_translations)
+        vertex_projected = perspective(camera, focal) + targets.centres[:, None]
+        contours = edges.contours(camera.detach())
         loss = loss + targets.silhouettes.loss(list(vertex_projected), contours, settings.silhouette_sigma)
     pose_prior = ((unknowns.rotvecs * unknowns.free) ** 2 * joint_weights).sum() * settings.pose_prior
     shape_prior = model.shape_prior()

@@ -72,7 +72,16 @@ def project(
     focal: torch.Tensor,  # [C] in units of the image's longer side
 ) -> torch.Tensor:
     """[C, P, 2] normalised image coordinates (about the image's centre) of the points in C cameras."""
-    camera = torch.einsum("cij,...pj->cpi", rotations, points) + translations[:, None]
+    return perspective(in_cameras(points, rotations, translations), focal)
+
+
+def in_cameras(points: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor) -> torch.Tensor:
+    """[C, P, 3] the points ([P, 3] or [C, P, 3], world) in each camera's frame (`project`'s cameras)."""
+    return torch.einsum("cij,...pj->cpi", rotations, points) + translations[:, None]
+
+
+def perspective(camera: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
+    """[C, P, 2] normalised image coordinates of points [C, P, 3] in the cameras' frames (`project`)."""
     depth = camera[..., 2:].clamp_min(0.05)
     return focal[:, None, None] * camera[..., :2] / depth
 
