@@ -48,8 +48,9 @@ logger = logging.getLogger(__name__)
 # 6: photos that disagree with the others left out of the hull and of the Gaussians' fit,
 # 7: person masks completed from the backdrop, the outer layer snapped onto the photos' outlines,
 # 8: the mouth's own mesh left out of the fit, 9: and the head's skin that no direction sees,
-# 10: the Gaussians fitted antialiased, 11: the body's outline matched to its contour edges).
-PIPELINE_VERSION = 11
+# 10: the Gaussians fitted antialiased, 11: the body's outline matched to its contour edges,
+# 12: the body's joints turned only about the axes a person's can).
+PIPELINE_VERSION = 12
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 

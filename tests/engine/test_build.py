@@ -41,6 +41,12 @@ MAIN_JOINTS = (
     "upperarm01.L", "upperarm01.R", "lowerarm01.L", "lowerarm01.R", "wrist.L", "wrist.R",
     "upperleg01.L", "upperleg01.R", "lowerleg01.L", "lowerleg01.R", "foot.L", "foot.R", "head",
 )  # fmt: skip
+LEG_BONES = tuple(
+    f"{bone}.{side}"
+    for side in "LR"
+    for bone in ("upperleg01", "upperleg02", "lowerleg01", "lowerleg02", "foot")
+)
+LEG_TURN_DEG = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +185,16 @@ def test_stages_are_cached_and_the_body_fits(photo_folder, tmp_path, isolated_ca
     aligned = umeyama_similarity(fitted[rows], truth[rows]).apply(fitted[rows])
     errors = np.linalg.norm(aligned - truth[rows], axis=1)
     assert np.median(errors) < 0.03, f"median joint error {np.median(errors) * 100:.1f} cm"
+    # The body stood at rest: its legs must too, bone by bone (no shin bent one way below a knee
+    # bent the other, no foot rolled; such turns move no joint, but they carry clothes fitted
+    # on the legs off in every other pose).
+    turned = {
+        name: np.degrees(
+            2 * np.arccos(min(1.0, abs(float(body.pose.rotations[body.rig.joint_index(name)][0]))))
+        )
+        for name in LEG_BONES
+    }
+    assert max(turned.values()) < LEG_TURN_DEG, f"leg bones turned (degrees): {turned}"
 
 
 def test_killed_build_leaves_nothing_and_resumes(photo_folder, tmp_path):

@@ -226,7 +226,7 @@ def known_body(model_file, module_cache, synthetic_vertices, one_thread):
     rng = np.random.default_rng(0)
     truth = SmplxBody(model_file, cache_dir() / "bodies", face_seen=True)
     betas = rng.normal(0.0, 0.7, 10)
-    rotvecs = rng.normal(0.0, 0.2, (55, 3)) * truth.free[:, None]
+    rotvecs = rng.normal(0.0, 0.2, (55, 3)) * truth.free
     rotvecs[0] = 0.0  # the world is the body's: the cameras carry its orientation
     rotvecs[NAMES.index("jaw")] = [0.3, 0.0, 0.0]  # the mouth open by 17 degrees
     with torch.no_grad():

@@ -11,7 +11,9 @@ MediaPipe found and to the person masks (`targets`):
   the projected vertices), and every point of the mask's outline must have a vertex near it;
 - priors: the pose stays near the rest pose (Anny's relaxed A-pose), the shape near the average
   (Anny's phenotype, SMPL-X's betas), and bones no photo can show (toes, metacarpals, eyes) do
-  not move.
+  not move. Anny's bones turn only about the axes a person's joints do (`anny.JOINT_AXES`: knees
+  and finger joints are hinges, the second segment of each leg bone follows the first, the
+  forearm twists along its length): what the photos cannot tell apart is not left to noise.
 
 Cameras (`optimise`): the body defines the world (its root does not move); each photo gets its
 own camera, as if the camera went round the person or the person turned in front of it. A camera

@@ -16,8 +16,36 @@ from .targets import BODY_JOINTS, BODY_SURFACE, FACE_LANDMARKS
 
 PHENOTYPE = ("gender", "age", "muscle", "weight", "height", "proportions")
 NOSE_VERTEX = 5038  # on Anny's template
-# Bones the photos cannot show: they keep their rest rotation.
-FROZEN_PREFIXES = ("root", "toe", "metacarpal", "eye")
+# Bones the photos cannot show, or that a person cannot turn on their own (the pelvis is one
+# bone: its sides only place the hip joints, which the shape sets): they keep their rest rotation.
+FROZEN_PREFIXES = ("root", "toe", "metacarpal", "eye", "pelvis")
+# The axes the other bones turn about, in each bone's own frame (Y along the bone, X the hinge of
+# knees, elbows, ankles and fingers; measured on the model). A person's leg is two bones and a foot,
+# but Anny splits each long bone in two segments whose second only spreads a twist along it: a leg
+# turns at the hip, bends at the knee (a straight knee cannot turn) and at the ankle, and the foot
+# turns out or in, but a bend mid-thigh or mid-shin, a knee bent sideways or a foot rolled onto its
+# edge is not how people stand. The forearm turns along its length (the hand's palm up or down).
+# The fingers' middle and end joints only bend. Left free, the fit used those turns to follow
+# noise in the landmarks and outlines that clothes make (a knee bent 11 degrees sideways and the
+# shin 22 back below it, which moves no joint; or, the shin held straight, the feet rolled 40
+# degrees to fill a shoe's outline): invisible on a skin-tight body, but loose trousers and skirts
+# fitted on such legs were carried 2-4 cm off in every other pose.
+TWIST, HINGE, HINGE_AND_TWIST = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, 0.0)
+FOOT = (1.0, 0.0, 1.0)  # flexed at the ankle (X), turned in or out (Z), not rolled along its length
+FIXED = (0.0, 0.0, 0.0)
+JOINT_AXES = (
+    {
+        "upperleg02": FIXED,
+        "lowerleg01": HINGE,
+        "lowerleg02": FIXED,
+        "foot": FOOT,
+        "upperarm02": TWIST,
+        "lowerarm01": HINGE_AND_TWIST,
+        "lowerarm02": TWIST,
+    }
+    | {f"finger{finger}-{phalanx}": HINGE for finger in range(2, 6) for phalanx in (2, 3)}
+    | {"finger1-3": HINGE}
+)
 PHENOTYPE_PRIOR = 0.02  # weight of the phenotype's squared distance from the average body (0.5 each)
 JAW_PRIOR = 0.02  # weight of jawOpen squared: the mouth stays shut unless the lips pull it open
 
@@ -30,6 +58,10 @@ class AnnyBody:
     """
 
     def __init__(self, model: Any, face_seen: bool) -> None:
+        # The rotations are taken from the rest pose, the rig's, so that a bone held at zero stands
+        # as on the rig. Anny's own zero is its reference pose, a few degrees off the rest (5.7 at
+        # the shoulders, up to 6 mid-thigh on some bodies: it depends on the phenotype).
+        model.reference_bone_orientations = None
         self.model = model
         self.labels = list(model.bone_labels)
         self.joint_count = len(self.labels)
@@ -39,7 +71,7 @@ class AnnyBody:
         frames = rest["rest_bone_poses"][0].numpy()
         self.rest_vertices = vertices
         self.triangles = model.faces.numpy().astype(np.int64)
-        self.free = np.array([not name.startswith(FROZEN_PREFIXES) for name in self.labels])
+        self.free = np.array([joint_axes(name) for name in self.labels], np.float32)
         self.fingers = np.array([name.startswith("finger") for name in self.labels])
         # Fingertips: the last phalanx's tail, a fixed offset in its bone frame (the last phalanx
         # taken as 0.8 of the middle one's length, along the middle one's direction).
@@ -117,6 +149,13 @@ class AnnyBody:
             "jawOpen": round(jaw, 3),
         }
         return FittedRig(rig, pose, expressions, lift, report)
+
+
+def joint_axes(label: str) -> tuple[float, float, float]:
+    """Which of an Anny bone's rotation-vector components the fit may move (1) or holds at rest (0)."""
+    if label.startswith(FROZEN_PREFIXES):
+        return (0.0, 0.0, 0.0)
+    return JOINT_AXES.get(label.split(".")[0], (1.0, 1.0, 1.0))
 
 
 def surface_points(vertices: np.ndarray, labels: list[str], frames: np.ndarray, model: Any) -> dict[str, int]:

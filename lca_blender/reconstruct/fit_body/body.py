@@ -91,7 +91,7 @@ class FittableBody(Protocol):
     joint_count: int
     rest_vertices: np.ndarray  # [V, 3] the mesh at the starting shape and rest pose
     triangles: np.ndarray  # [F, 3] the mesh's triangles
-    free: np.ndarray  # [J] bool: joints the photos can show (the others keep their rest rotation)
+    free: np.ndarray  # [J, 3] 1 where the fit may move a joint's rotation-vector component, 0 held at rest
     fingers: np.ndarray  # [J] bool: finger joints (a softer pose prior)
     shape: torch.Tensor  # the shape parameters, optimised
     extra: list  # other parameters optimised with the shape (Anny's jawOpen)

@@ -79,7 +79,7 @@ class _Unknowns:
     """What the fit finds besides the body's own shape parameters."""
 
     rotvecs: torch.Tensor  # [J, 3] each joint's rotation from its rest pose, optimised
-    free: torch.Tensor  # [J, 1] 1 for joints the photos can show, 0 for those held at rest
+    free: torch.Tensor  # [J, 3] the body's `free`: 1 where a rotation-vector component may move
     camera_turns: torch.Tensor  # [C, 3] rotation vectors from the starting cameras, optimised
     camera_translations: torch.Tensor  # [C, 3] optimised
     start_rotations: torch.Tensor  # [C, 3, 3] the starting cameras' world-to-camera rotations
@@ -170,7 +170,7 @@ def _start(
     """The fit's start: the body at rest, and each photo's camera (`initial_cameras`, then SfM's)."""
     rotvecs = torch.zeros(model.joint_count, 3, requires_grad=True)
     log_focal = torch.full((len(perceptions),), math.log(settings.start_focal))
-    free = torch.as_tensor(model.free, dtype=torch.float32)[:, None]
+    free = torch.as_tensor(model.free, dtype=torch.float32)
     with torch.no_grad():
         rest_points = model.posed(rotvecs * free).points
     progress.update(0.02, "choosing each photo's camera direction")

@@ -124,8 +124,9 @@ class SmplxBody:
         self.triangles = arrays.triangles.astype(np.int64)
 
         names = list(SMPLX_JOINT_NAMES)
-        self.free = np.array([name not in FROZEN_JOINTS for name in names])
-        self.free[names.index("jaw")] = face_seen  # only the face's inner lips show the jaw
+        free = np.array([name not in FROZEN_JOINTS for name in names])
+        free[names.index("jaw")] = face_seen  # only the face's inner lips show the jaw
+        self.free = np.repeat(free[:, None], 3, axis=1).astype(np.float32)
         self.fingers = np.array([name.split("_")[-1].rstrip("123") in SMPLX_FINGERS for name in names])
 
         hands = []
