@@ -17,7 +17,7 @@ from lca_blender.bodies.anny_body import load_anny_model  # noqa: E402
 from lca_blender.reconstruct.fit_body.anny import AnnyBody, joint_axes  # noqa: E402
 
 TWIST_ONLY = ("upperarm02.L", "lowerarm02.R")
-HELD = ("upperleg02.L", "lowerleg02.R", "pelvis.L", "pelvis.R")
+HELD = tuple(f"{bone}.{side}" for bone in ("upperleg02", "lowerleg02", "pelvis") for side in "LR")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,11 @@ def _frames(body: AnnyBody, rotvecs: np.ndarray, masked: bool = True) -> np.ndar
     masked = torch.as_tensor(rotvecs, dtype=torch.float32) * (torch.as_tensor(body.free) if masked else 1)
     with torch.no_grad():
         return body.posed(masked).output["bone_poses"][0].double().numpy()
+
+
+def _from_parent(body: AnnyBody, frames: np.ndarray, index: int) -> np.ndarray:
+    """[4, 4] bone `index`'s frame in its parent's."""
+    return np.linalg.inv(frames[int(body.model.bone_parents[index])]) @ frames[index]
 
 
 def _children(body: AnnyBody, label: str) -> list[int]:
@@ -64,18 +69,10 @@ def test_whatever_the_fit_asks_a_knee_bends_only_forward_and_back(body):
     for _ in range(4):
         posed = _frames(body, rng.normal(0.0, 0.6, (body.joint_count, 3)))
         for side in "LR":
-            thigh, lower_thigh = body.index(f"upperleg01.{side}"), body.index(f"upperleg02.{side}")
-            knee, lower_shin = body.index(f"lowerleg01.{side}"), body.index(f"lowerleg02.{side}")
-            ankle = body.index(f"foot.{side}")
-            # Held segments: their frames keep their rest offsets from their parents'.
-            for parent, child in ((thigh, lower_thigh), (knee, lower_shin)):
-                before = np.linalg.inv(rest[parent]) @ rest[child]
-                after = np.linalg.inv(posed[parent]) @ posed[child]
-                assert np.allclose(before, after, atol=1e-4)
+            knee, ankle = body.index(f"lowerleg01.{side}"), body.index(f"foot.{side}")
             # The knee's hinge axis (its X) keeps its rest direction in the thigh's frame, so the
             # shin swings in one plane.
-            hinge_before = (np.linalg.inv(rest[lower_thigh]) @ rest[knee])[:3, 0]
-            hinge_after = (np.linalg.inv(posed[lower_thigh]) @ posed[knee])[:3, 0]
+            hinge_before, hinge_after = (_from_parent(body, frames, knee)[:3, 0] for frames in (rest, posed))
             assert np.allclose(hinge_before, hinge_after, atol=1e-4)
 
             # A turn about X keeps every vector's X part: the shin's along the hinge is its rest one.
@@ -84,11 +81,8 @@ def test_whatever_the_fit_asks_a_knee_bends_only_forward_and_back(body):
                 return shin @ frames[knee, :3, 0] / np.linalg.norm(shin)
 
             assert abs(across(posed) - across(rest)) < 1e-3
+        # Held segments (mid-thigh, mid-shin, the pelvis's sides) keep their rest offsets from
+        # their parents' frames.
         for label in HELD:
             index = body.index(label)
-            parent = int(body.model.bone_parents[index])
-            assert np.allclose(
-                np.linalg.inv(rest[parent]) @ rest[index],
-                np.linalg.inv(posed[parent]) @ posed[index],
-                atol=1e-4,
-            )
+            assert np.allclose(_from_parent(body, rest, index), _from_parent(body, posed, index), atol=1e-4)

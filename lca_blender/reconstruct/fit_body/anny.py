@@ -32,7 +32,7 @@ FROZEN_PREFIXES = ("root", "toe", "metacarpal", "eye", "pelvis")
 # fitted on such legs were carried 2-4 cm off in every other pose.
 TWIST, HINGE, HINGE_AND_TWIST = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, 0.0)
 FOOT = (1.0, 0.0, 1.0)  # flexed at the ankle (X), turned in or out (Z), not rolled along its length
-FIXED = (0.0, 0.0, 0.0)
+FIXED, FREE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 JOINT_AXES = (
     {
         "upperleg02": FIXED,
@@ -59,8 +59,9 @@ class AnnyBody:
 
     def __init__(self, model: Any, face_seen: bool) -> None:
         # The rotations are taken from the rest pose, the rig's, so that a bone held at zero stands
-        # as on the rig. Anny's own zero is its reference pose, a few degrees off the rest (5.7 at
-        # the shoulders, up to 6 mid-thigh on some bodies: it depends on the phenotype).
+        # as on the rig (this changes `model` itself: give the fit a model of its own). Anny's own
+        # zero is its reference pose, a few degrees off the rest (5.7 at the shoulders, up to 6
+        # mid-thigh on some bodies: it depends on the phenotype).
         model.reference_bone_orientations = None
         self.model = model
         self.labels = list(model.bone_labels)
@@ -154,8 +155,8 @@ class AnnyBody:
 def joint_axes(label: str) -> tuple[float, float, float]:
     """Which of an Anny bone's rotation-vector components the fit may move (1) or holds at rest (0)."""
     if label.startswith(FROZEN_PREFIXES):
-        return (0.0, 0.0, 0.0)
-    return JOINT_AXES.get(label.split(".")[0], (1.0, 1.0, 1.0))
+        return FIXED
+    return JOINT_AXES.get(label.split(".")[0], FREE)
 
 
 def surface_points(vertices: np.ndarray, labels: list[str], frames: np.ndarray, model: Any) -> dict[str, int]:
