@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         "--studio", action="store_true", help="a photographer's turn-around: the --studio defaults above"
     )
     parser.add_argument("--mask-samples", type=int, default=16, help="Cycles samples of garment mask passes")
+    parser.add_argument(
+        "--moves",
+        type=float,
+        default=0.0,
+        help="degrees the person turns head, neck, trunk and arms between input photos (0: still)",
+    )
     parser.add_argument("--heldout", type=int, default=4, help="held-out views of a generated subject")
     parser.add_argument("--samples", type=int, default=48, help="Cycles samples per pixel (denoised)")
     parser.add_argument("--texture-size", type=int, default=1024, help="outfit texture size in texels")
@@ -173,6 +179,7 @@ def _subject_settings(args: argparse.Namespace) -> SubjectSettings:
         view_transform=chosen["view_transform"],
         extra_poses=chosen["poses"],
         mask_samples=args.mask_samples,
+        moves=args.moves,
     )
 
 

@@ -231,7 +231,13 @@ def make_subject(
 def _subject_poses(subject: SyntheticSubject) -> dict[str, tuple[Pose, dict[str, float] | None]]:
     """Every pose the subject is rendered in, by gt.json name: (pose, expressions)."""
     poses = {"capture": (subject.capture, None), "novel": (subject.novel, subject.novel_expressions)}
+    poses |= {_moved(name): (pose, None) for name, pose in subject.photo_poses.items()}
     return poses | {name: (pose, None) for name, pose in subject.extra_poses.items()}
+
+
+def _moved(camera_name: str) -> str:
+    """The pose name of the input photo `camera_name` where the person moved (`photo_poses`)."""
+    return f"moved_{camera_name}"
 
 
 def _write_meshes(work: Path, subject: SyntheticSubject) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -273,7 +279,7 @@ def _render_list(subject: SyntheticSubject) -> list[dict[str, Any]]:
     for split, camera in subject.cameras:
         truth = {
             "name": camera.name,
-            "mesh": pose_of(split),
+            "mesh": _moved(camera.name) if camera.name in subject.photo_poses else pose_of(split),
             "lighting": "relit" if split == "relit" else "capture",
             "width": camera.width,
             "height": camera.height,
@@ -424,7 +430,7 @@ def _pose_json(rig: Rig, pose: Pose, expressions: dict[str, float] | None) -> di
 def _settings_json(settings: SubjectSettings) -> dict[str, Any]:
     """gt.json's "settings": the fields but the phenotype, the clothed-subject fields only when
     they differ from their defaults (so subjects made before them keep their gt.json)."""
-    studio = {"garments", "backdrop", "view_transform", "extra_poses", "mask_samples"}
+    studio = {"garments", "backdrop", "view_transform", "extra_poses", "mask_samples", "moves"}
     defaults = {item.name: item.default for item in fields(SubjectSettings)}
     return {
         key: value
@@ -453,6 +459,10 @@ def _ground_truth(
         "novel": _pose_json(rig, subject.novel, subject.novel_expressions),
     }
     gt |= {name: _pose_json(rig, pose, None) for name, pose in subject.extra_poses.items()}
+    if subject.photo_poses:
+        # Where the person moved between photos: each input photo's own pose (the held-out views
+        # show "capture").
+        gt["photo_poses"] = {name: _pose_json(rig, pose, None) for name, pose in subject.photo_poses.items()}
     gt["lights"] = {split: capture_lights for split in ("input", "heldout", "novel", *subject.extra_poses)}
     gt["lights"]["relit"] = lighting_to_json(subject.relit_lighting)
     gt |= {

@@ -25,6 +25,7 @@ from ..formats.poses import euler_xyz_to_quaternion
 from ..maths.cameras import Camera, look_at, orbit_direction
 from ..maths.deform import pose_vertices
 from ..maths.lights import AmbientSH, AreaLight, Lighting, PointLight, SunLight
+from ..maths.rotations import quaternion_multiply
 from .display import VIEW_TRANSFORMS
 from .garments import GARMENTS, Garment, make_garments, outfit_for_garments
 from .outfit import bake_outfit_texture, outfit_description
@@ -57,6 +58,7 @@ class SubjectSettings:
     view_transform: str = "Standard"  # Blender's view transform for every image: "Standard" or "AgX"
     extra_poses: tuple[str, ...] = ()  # names from EXTRA_POSES, each a held-out split
     mask_samples: int = 16  # Cycles samples of the garment mask passes (not denoised)
+    moves: float = 0.0  # degrees: how far a person turns head, neck, trunk and arms between photos
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.garments if name not in (*GARMENTS, MIXED)]
@@ -70,6 +72,8 @@ class SubjectSettings:
                 raise ValueError(f"A subject wears at most one of: {', '.join(group)}.")
         if self.backdrop not in BACKDROPS:
             raise ValueError(f"Unknown backdrop '{self.backdrop}'. Use one of: {', '.join(BACKDROPS)}.")
+        if not 0.0 <= self.moves <= MAX_MOVES:
+            raise ValueError(f"moves must be between 0 and {MAX_MOVES:g} degrees, not {self.moves:g}.")
         if self.view_transform not in VIEW_TRANSFORMS:
             raise ValueError(
                 f"Unknown view transform '{self.view_transform}'. Use one of: {', '.join(VIEW_TRANSFORMS)}."
@@ -93,6 +97,9 @@ class SyntheticSubject:
     relit_lighting: Lighting
     garments: list[Garment] = field(default_factory=list)
     extra_poses: dict[str, Pose] = field(default_factory=dict)  # split name -> pose
+    # Input photo's camera name -> the pose it shows, where the person moved (settings.moves > 0);
+    # the other photos show `capture`, and the held-out views always do.
+    photo_poses: dict[str, Pose] = field(default_factory=dict)
     backdrop_colour: tuple[float, float, float] | None = None  # linear albedo of the studio backdrop
 
 
@@ -143,6 +150,23 @@ def capture_pose(rig: Rig, rng: np.random.Generator) -> Pose:
     for name in ("spine03", "spine01", "neck01", "head"):
         joints[name] = _jitter(rng, 3)
     return _euler_pose(rig, joints)
+
+
+# Joints a person turns between the shots of a turn-around, and each one's share of `moves`.
+MOVING_JOINTS = {"head": 1.0, "neck01": 0.6, "spine03": 0.4, "upperarm01.L": 0.8, "upperarm01.R": 0.8}
+MAX_MOVES = 20.0
+
+
+def moved_pose(rig: Rig, capture: Pose, degrees: float, rng: np.random.Generator) -> Pose:
+    """`capture` with MOVING_JOINTS turned further, each about every axis by a normal draw of
+    `degrees` times its share: a person standing for a turn-around looks about and shifts their
+    arms a little between shots."""
+    pose = Pose(rotations=capture.rotations.copy(), translation=capture.translation.copy())
+    for name, share in MOVING_JOINTS.items():
+        index = rig.joint_index(name)
+        turn = euler_xyz_to_quaternion(rng.normal(0.0, degrees * share, 3))
+        pose.rotations[index] = quaternion_multiply(pose.rotations[index], turn).astype(np.float32)
+    return pose
 
 
 def novel_pose(rig: Rig, rng: np.random.Generator) -> tuple[Pose, dict[str, float]]:
@@ -355,6 +379,13 @@ def draw_subject(settings: SubjectSettings, log: Callable[[str], None] = print) 
     extra = {name: extra_pose(rig, name, studio) for name in poses}
     intrinsics = cameras[0][1].intrinsics
     cameras += extra_pose_cameras(poses, intrinsics, settings.width, settings.height, body_height, studio)
+    # From a stream of its own too, so that a still subject is drawn as before.
+    moving = np.random.default_rng([settings.seed, 2])
+    photo_poses = {
+        camera.name: moved_pose(rig, capture, settings.moves, moving)
+        for split, camera in cameras
+        if split == "input" and settings.moves > 0
+    }
     return SyntheticSubject(
         settings=settings,
         phenotype=phenotype,
@@ -369,5 +400,6 @@ def draw_subject(settings: SubjectSettings, log: Callable[[str], None] = print) 
         relit_lighting=relit_light,
         garments=garments,
         extra_poses=extra,
+        photo_poses=photo_poses,
         backdrop_colour=backdrop_colour(settings.backdrop, studio),
     )

@@ -1,5 +1,6 @@
 """A clothed subject in a studio (a tiny Cycles render): a skirt and a ponytail as geometry, a green
-backdrop in the photos, AgX, a stride; the truth sees the clothes and the scorer measures them."""
+backdrop in the photos, AgX, a stride, a person who moves between photos; the truth sees the
+clothes and the scorer measures them."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ SETTINGS = SubjectSettings(
     view_transform="AgX",
     extra_poses=("stride",),
     mask_samples=8,
+    moves=8.0,
 )
 
 
@@ -93,6 +95,23 @@ def test_folder_holds_the_clothes_the_studio_and_the_stride(subject):
         gt["outfit"]["bare_legs_below_m"]
         > gt["capture"]["joint_positions"][gt["body"]["joint_names"].index("lowerleg01.L")][2]
     )
+
+
+def test_each_photo_shows_the_person_in_its_own_pose_and_held_out_views_the_capture(subject):
+    gt, names = subject.gt, subject.gt["body"]["joint_names"]
+    assert sorted(gt["photo_poses"]) == sorted(image.name for image in subject.split("input"))
+    assert gt["settings"]["moves"] == 8.0
+    capture = np.asarray(gt["capture"]["joint_positions"])
+    still = [names.index(name) for name in ("root", "pelvis.L", "upperleg01.L", "foot.R", "spine05")]
+    heads = []
+    for pose in gt["photo_poses"].values():
+        moved = np.asarray(pose["joint_positions"])
+        shift = np.linalg.norm(moved - capture, axis=1)
+        assert shift[still].max() < 1e-5  # the legs and the lower trunk stand still
+        heads.append(moved[names.index("head")])
+    # The head is somewhere else in every photo: turned about the neck and upper trunk.
+    spread = np.linalg.norm(np.asarray(heads) - capture[names.index("head")], axis=1)
+    assert (spread > 0.002).all() and (spread < 0.08).all(), spread
 
 
 def test_photos_show_the_backdrop_and_the_truth_holds_the_person_alone(subject):
