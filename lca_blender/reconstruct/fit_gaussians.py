@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..avatar import OUTER_LAYER, GaussianAvatar
+from ..avatar import OUTER_LAYER, GaussianAvatar, Pose
 from ..errors import AvatarError
 from ..maths.cameras import look_at
 from ..maths.colour import linear_to_srgb
@@ -529,12 +529,16 @@ class _Gaussians:
         self.barycentrics = torch.as_tensor(barycentrics, device=device)
         triangles = self.rig_tensors.triangles
         with torch.no_grad():
-            self.posed_vertices = pose_vertices(
-                self.rig_tensors,
-                torch.as_tensor(body.pose.rotations, device=device),
-                torch.as_tensor(body.pose.translation, device=device),
-                torch.as_tensor(np.asarray(body.expressions, np.float32), device=device),
-            )
+            expressions = torch.as_tensor(np.asarray(body.expressions, np.float32), device=device)
+
+            def posed_mesh(pose: Pose) -> torch.Tensor:
+                rotations = torch.as_tensor(pose.rotations, device=device)
+                translation = torch.as_tensor(pose.translation, device=device)
+                return pose_vertices(self.rig_tensors, rotations, translation, expressions)
+
+            self.posed_vertices = posed_mesh(body.pose)
+            # Each photo's own mesh where the person's pose in it differs (`View.pose`, its head's turn).
+            self.photo_vertices = [posed_mesh(view.pose) if view.pose else None for view in body.views]
             self.tilts, self.base_log_scale = self._rest_binding(rig.vertices, triangles)
         self.corner_vertices = triangles[self.triangle_ids]  # [N, 3]
         # On the mouth's own mesh (teeth, tongue), or skin inside the head (palate, throat): hidden
@@ -612,10 +616,16 @@ class _Gaussians:
     def albedo(self) -> torch.Tensor:
         return torch.sigmoid(self.albedo_logit)
 
-    def posed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Means [N, 3], rotations [N, 4] and scales [N, 3] at the capture pose."""
+    def vertices(self, photo: int | None = None) -> torch.Tensor:
+        """[V, 3] the mesh at the capture pose, or as the person stood in photo `photo`."""
+        own = None if photo is None else self.photo_vertices[photo]
+        return self.posed_vertices if own is None else own
+
+    def posed(self, photo: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Means [N, 3], rotations [N, 4] and scales [N, 3] at the capture pose, or as the person
+        stood in photo `photo` (`vertices`)."""
         return pose_gaussians(
-            self.posed_vertices,
+            self.vertices(photo),
             self.rig_tensors.triangles,
             self.triangle_ids,
             self.barycentrics,
@@ -743,19 +753,23 @@ def _observe(
     progress: Progress,
 ) -> dict[str, torch.Tensor]:
     """Facing-weighted mean linear colours of the Gaussians [N, 3] and vertices [V, 3] where the
-    photos see them, with their weights (0 = never seen)."""
+    photos see them (each as the person stood in it), with their weights (0 = never seen)."""
+    counts = {"gaussian": gaussians.triangle_ids.shape[0], "vertex": gaussians.posed_vertices.shape[0]}
     with torch.no_grad():
-        means, rotations, scales = gaussians.posed()
-        normals = _outward_normals(rotations)
-        vertices = gaussians.posed_vertices
+        means, rotations, _ = gaussians.posed()
         ones = torch.ones(means.shape[0], device=means.device)
-        points = {"gaussian": (means, normals), "vertex": (vertices, vertex_normals)}
-        sums = {name: torch.zeros(p.shape[0], 3, device=p.device) for name, (p, _) in points.items()}
-        weights = {name: torch.zeros(p.shape[0], device=p.device) for name, (p, _) in points.items()}
+        sums = {name: torch.zeros(count, 3, device=means.device) for name, count in counts.items()}
+        weights = {name: torch.zeros(count, device=means.device) for name, count in counts.items()}
         for index, (photo, small) in enumerate(zip(photos, depth_photos, strict=True)):
             progress.update(
                 0.02 + 0.03 * index / len(photos), "Looking up the Gaussians' colours in the photos"
             )
+            means, rotations, scales = gaussians.posed(index)
+            vertices = gaussians.vertices(index)
+            normals = vertex_normals
+            if vertices is not gaussians.posed_vertices:
+                normals = _vertex_normals(vertices, gaussians.rig_tensors.triangles)
+            points = {"gaussian": (means, _outward_normals(rotations)), "vertex": (vertices, normals)}
             depth = render(
                 means,
                 rotations,
@@ -959,7 +973,7 @@ def _optimise(
         index = order.pop()
         photo = (coarse if step < COARSE_FRACTION * steps else full)[index]
         optimiser.zero_grad(set_to_none=True)
-        loss = _step_loss(gaussians, photo, lighting, corrections[index], tone)
+        loss = _step_loss(gaussians, photo, lighting, corrections[index], tone, index)
         loss.backward()
         optimiser.step()
         schedule.step()
@@ -1009,10 +1023,12 @@ def _step_loss(
     lighting: LightingTensors,
     correction: _CameraCorrection,
     tone: ToneCurve = STANDARD,
+    index: int | None = None,
 ) -> torch.Tensor:
-    """The photometric loss of one photo (through its camera correction) plus the regularisers
-    (module docstring, stage 4)."""
-    means, rotations, scales = gaussians.posed()
+    """The photometric loss of one photo (through its camera correction; `index`: which of the
+    body's views it is, posed as the person stood in it) plus the regularisers (module docstring,
+    stage 4)."""
+    means, rotations, scales = gaussians.posed(index)
     normals = _outward_normals(rotations)
     view_dirs = torch.nn.functional.normalize(photo.position - means, dim=1)
     visibility = torch.sigmoid(gaussians.visibility_logit)
@@ -1107,11 +1123,11 @@ def _photo_weights(
     """[N] each Gaussian's blending weight (opacity x falloff x transmittance) summed over the
     pixels of every photo: the gradient of the rendered image of unit colours."""
     with torch.no_grad():
-        means, rotations, scales = gaussians.posed()
         opacities = gaussians.opacities()
-    totals = torch.zeros(means.shape[0], device=means.device)
-    for photo, correction in zip(photos, corrections, strict=True):
+    totals = torch.zeros(opacities.shape[0], device=opacities.device)
+    for index, (photo, correction) in enumerate(zip(photos, corrections, strict=True)):
         with torch.no_grad():
+            means, rotations, scales = gaussians.posed(index)
             moved, turned = correction.move(photo, means, rotations)
         unit = torch.ones(means.shape[0], 1, device=means.device, requires_grad=True)
         result = render(
@@ -1163,10 +1179,11 @@ def _finish(
         opacities = gaussians.opacities()
         for index, photo in enumerate(photos):
             progress.update(0.96 + 0.04 * index / len(photos), "Scoring the fit against the photos")
+            photo_means, photo_rotations, photo_scales = gaussians.posed(index)
             result = render(
-                means,
-                rotations,
-                scales,
+                photo_means,
+                photo_rotations,
+                photo_scales,
                 opacities,
                 sh,
                 photo.viewmat,

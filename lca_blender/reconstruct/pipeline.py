@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..avatar import GaussianAvatar
+from ..avatar import GaussianAvatar, Pose
 from ..errors import AvatarError
 from ..formats.lca import read_avatar, write_avatar
 from ..maths.cameras import Camera
 from ..maths.tone import tone_curve
 from ..paths import cache_dir
 from ..progress import Progress
-from .fit_body import BodyChoice, fit_body
+from .fit_body import BodyChoice, BodyFitSettings, fit_body
 from .fit_gaussians import fit_gaussians
 from .ingest import IngestResult, Photo, collect_inputs, ingest
 from .outer_layer import fit_outer_layer
@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 # 7: person masks completed from the backdrop, the outer layer snapped onto the photos' outlines,
 # 8: the mouth's own mesh left out of the fit, 9: and the head's skin that no direction sees,
 # 10: the Gaussians fitted antialiased, 11: the body's outline matched to its contour edges,
-# 12: the body's joints turned only about the axes a person's can).
+# 12: the body's joints turned only about the axes a person's can). Each photo's own pose
+# (`photo_poses`, off by default) is in the key only when asked for.
 PIPELINE_VERSION = 12
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
@@ -144,6 +145,7 @@ def build_settings(
     matte: bool = False,
     outer_layer: bool = True,
     tone: str = "standard",
+    photo_poses: bool = False,
 ) -> dict[str, Any]:
     """The settings that shape a build's result, for `build_key`."""
     return {
@@ -153,6 +155,7 @@ def build_settings(
         "outer_layer": outer_layer,
         "tone_curve": tone,
         **body_model.cache_settings(),
+        **({"photo_poses": True} if photo_poses else {}),
     }
 
 
@@ -198,6 +201,7 @@ def build_avatar(
     matte: bool = False,
     outer_layer: bool = True,
     tone: str = "standard",
+    photo_poses: bool = False,
 ) -> BuildReport:
     """Build an avatar from photos or a video; see the module docstring for the stages.
 
@@ -209,7 +213,9 @@ def build_avatar(
     `outer_layer` fits the surface beyond the skin (skirts, coats, hair; `outer_layer.py`) before
     the Gaussians; without it every Gaussian rides within a few centimetres of the skin. `tone`
     names the photos' tone curve (`maths/tone.py`: "standard" sRGB, or "agx", Blender's default
-    view transform), so the albedo is estimated in scene-linear light.
+    view transform), so the albedo is estimated in scene-linear light. `photo_poses` gives each
+    photo its own turn of head, neck and arms where its landmarks show the person moved
+    (`fit_body/photo_heads.py`, `photo_arms.py`).
     """
     tone_curve(tone)  # an unknown name fails here, before any work
     progress = progress or Progress()
@@ -218,7 +224,7 @@ def build_avatar(
     chosen_device = resolve_device(device)
     files = collect_inputs(inputs)
     body_model = body_model or BodyChoice()
-    key = build_key(files, build_settings(settings, seed, body_model, matte, outer_layer, tone))
+    key = build_key(files, build_settings(settings, seed, body_model, matte, outer_layer, tone, photo_poses))
     root = None if cache is None else (cache_dir() / "builds" if cache == "auto" else Path(cache)) / key
     stages = StageCache(root)
     report = BuildReport(output=Path(output), cache=root or Path())
@@ -226,7 +232,9 @@ def build_avatar(
 
     try:
         run = _StageRunner(report, stages, progress, stop_after)
-        avatar = _run_stages(run, files, settings, body_model, chosen_device, seed, matte, outer_layer, tone)
+        avatar = _run_stages(
+            run, files, settings, body_model, chosen_device, seed, matte, outer_layer, tone, photo_poses
+        )
     except _StoppedAfter:
         return report
     progress.stage("write", f"Writing {Path(output).name}")
@@ -246,6 +254,7 @@ def _run_stages(
     matte: bool,
     outer_layer: bool,
     tone: str,
+    photo_poses: bool = False,
 ) -> GaussianAvatar:
     """The five stages in order, each from the cache when it holds it; the fitted avatar."""
     photos = run(
@@ -283,9 +292,10 @@ def _run_stages(
             photos=matted,
             seed=seed,
             body=body_model,
+            settings=BodyFitSettings(photo_heads=photo_poses, photo_arms=photo_poses),
         ),
         save=_save_body,
-        load=lambda meta, _: _load_body(meta, matted, seen.perceptions, body_model),
+        load=lambda meta, arrays: _load_body(meta, matted, seen.perceptions, body_model, arrays),
     )
     run.report.body = dict(body.report)
     return run(
@@ -495,21 +505,34 @@ def _save_body(body: BodyFit):
     meta = {
         "body_parameters": body.rig.body_parameters,
         "capture": capture_to_json(body.pose, body.expressions, body.rig.expression_names),
-        "cameras": [_camera_json(view.camera) | {"source": view.source} for view in body.views],
+        "cameras": [
+            _camera_json(view.camera) | {"source": view.source, "own_pose": view.pose is not None}
+            for view in body.views
+        ],
         "report": body.report,
     }
-    return meta, {}
+    # Each photo's own pose (`View.pose`, e.g. its head's turn), the capture pose's where it has none.
+    rotations = np.stack([(view.pose or body.pose).rotations for view in body.views])
+    return meta, {"view_rotations": rotations}
 
 
 def _load_body(
-    meta, photos: Sequence[Photo], perceptions: Sequence[Perception], body_model: BodyChoice | None = None
+    meta,
+    photos: Sequence[Photo],
+    perceptions: Sequence[Perception],
+    body_model: BodyChoice | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> BodyFit:
     rig = (body_model or BodyChoice()).rig(meta["body_parameters"])
     pose, expressions = capture_from_json(meta["capture"], rig)
     pixels = {photo.source: photo.pixels for photo in photos}
     masks = {seen.source: seen.mask for seen in perceptions}
     views = []
-    for item in meta["cameras"]:
+    for index, item in enumerate(meta["cameras"]):
         camera = _camera_from_json(item)
-        views.append(View(item["source"], pixels[item["source"]], masks[item["source"]], camera))
+        own = None
+        if item.get("own_pose") and arrays is not None:
+            rotations = arrays["view_rotations"][index].astype(np.float32)
+            own = Pose(rotations=rotations, translation=pose.translation)
+        views.append(View(item["source"], pixels[item["source"]], masks[item["source"]], camera, own))
     return BodyFit(rig=rig, pose=pose, expressions=expressions, views=views, report=dict(meta["report"]))

@@ -25,6 +25,7 @@ class View:
     pixels: np.ndarray  # [H, W, 3] float32 linear light in [0, 1]
     mask: np.ndarray  # [H, W] float32 person coverage in [0, 1]
     camera: Camera
+    pose: Pose | None = None  # the person's pose in this photo where it is not the capture pose
 
 
 @dataclass(frozen=True)

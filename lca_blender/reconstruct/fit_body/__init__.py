@@ -23,6 +23,13 @@ When structure-from-motion tied the photos together, its cameras (aligned to the
 similarity) replace the independent guesses and give the focal length. `BodyFitSettings` holds
 the fit's weights, learning rates and step counts.
 
+A sitter moves between shots; asked to (`BodyFitSettings.photo_heads`, `photo_arms`, or
+`build_avatar(photo_poses=True)`; off, as it scored lower on the harness), after the shared fit
+each photo gets its own pose where its landmarks show it (`View.pose`): a turn of head and neck
+from the 468 face landmarks (`photo_heads`), and of each arm about its shoulder from elbow, wrist
+and knuckles (`photo_arms`); each joint's turns average to zero over the photos (the shared pose
+is their compromise).
+
 The body model is either Anny (`anny`, the default: its phenotype is the shape, jawOpen opens the
 mouth) or SMPL-X from the user's own model file (`smplx`: betas are the shape, the jaw is a
 joint). Both stand behind `FittableBody` (`body`), so the landmarks, silhouettes, cameras and
