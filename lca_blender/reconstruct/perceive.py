@@ -78,6 +78,18 @@ def _in_view(landmarks, width: int, height: int, least_visibility: float = 0.5) 
     return points[inside & (points[:, 3] > least_visibility), :2]
 
 
+LEG_LANDMARKS = ((25, 27, 29, 31), (26, 28, 30, 32))  # MediaPipe Pose: knee, ankle, heel, toe per leg
+
+
+def _legs(landmarks, width: int, height: int, least_visibility: float = 0.5) -> np.ndarray:
+    """[2, 4, 2] pixel (x, y) of each leg's knee, ankle, heel and toe; NaN where MediaPipe does not
+    see one in the photo."""
+    points = _points(landmarks, width, height, visibility=True)
+    legs = points[list(LEG_LANDMARKS)] if points is not None else np.full((2, 4, 4), np.nan, np.float32)
+    inside = (legs[..., 0] >= 0) & (legs[..., 0] < width) & (legs[..., 1] >= 0) & (legs[..., 1] < height)
+    return np.where((inside & (legs[..., 3] > least_visibility))[..., None], legs[..., :2], np.nan)
+
+
 def _points(landmarks, width: int, height: int, visibility: bool = False) -> np.ndarray | None:
     if landmarks is None:
         return None
@@ -163,7 +175,8 @@ def perceive(
             else:
                 if completion is not None:
                     in_view = _in_view(seen.pose_landmarks, width, height)
-                    mask = complete_mask(photo.pixels, mask, in_view, completion)
+                    legs = _legs(seen.pose_landmarks, width, height)
+                    mask = complete_mask(photo.pixels, mask, in_view, completion, legs)
                 refined = None if matte is None else refine_matte(photo.pixels, mask, matte)
                 result.perceptions.append(
                     Perception(

@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 # 7: person masks completed from the backdrop, the outer layer snapped onto the photos' outlines,
 # 8: the mouth's own mesh left out of the fit, 9: and the head's skin that no direction sees,
 # 10: the Gaussians fitted antialiased, 11: the body's outline matched to its contour edges,
-# 12: the body's joints turned only about the axes a person's can). Each photo's own pose
-# (`photo_poses`, off by default) is in the key only when asked for.
-PIPELINE_VERSION = 12
+# 12: the body's joints turned only about the axes a person's can, 13: the floor's shadow taken out
+# of the person masks). Each photo's own pose (`photo_poses`, off by default) is in the key only
+# when asked for.
+PIPELINE_VERSION = 13
 STAGES = ("ingest", "perceive", "cameras", "fit_body", "fit_gaussians")
 
 
