@@ -66,8 +66,8 @@ class BodyFitSettings:
     # Each photo's own turn of head and neck from its face (`photo_heads`), of the arms from their
     # landmarks (`photo_arms`). Off: on a harness subject who moved 5 degrees between shots the
     # face's points landed 1.6 px from the truth's with it against 4.0 without, yet held-out views
-    # scored 1.8 dB lower (face crop 3.8), novel pose 0.4 and relit 1.5 lower (`build_avatar`'s
-    # `photo_poses` turns both on, for measuring).
+    # scored 0.2-0.3 dB lower (face crop 0.3-0.4), relit 0.2-0.5 lower, in three measurements
+    # (`build_avatar`'s `photo_poses` turns both on, for measuring).
     photo_heads: bool = False
     photo_arms: bool = False
 
