@@ -621,6 +621,13 @@ class _Gaussians:
         own = None if photo is None else self.photo_vertices[photo]
         return self.posed_vertices if own is None else own
 
+    def posed_in(
+        self, photo: int, capture: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`posed(photo)` with the parameters held, given `capture` (`posed()`): posed anew only
+        for a photo where the person stood otherwise."""
+        return capture if self.photo_vertices[photo] is None else self.posed(photo)
+
     def posed(self, photo: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Means [N, 3], rotations [N, 4] and scales [N, 3] at the capture pose, or as the person
         stood in photo `photo` (`vertices`)."""
@@ -756,15 +763,15 @@ def _observe(
     photos see them (each as the person stood in it), with their weights (0 = never seen)."""
     counts = {"gaussian": gaussians.triangle_ids.shape[0], "vertex": gaussians.posed_vertices.shape[0]}
     with torch.no_grad():
-        means, rotations, _ = gaussians.posed()
-        ones = torch.ones(means.shape[0], device=means.device)
-        sums = {name: torch.zeros(count, 3, device=means.device) for name, count in counts.items()}
-        weights = {name: torch.zeros(count, device=means.device) for name, count in counts.items()}
+        capture = gaussians.posed()
+        ones = torch.ones(counts["gaussian"], device=gaussians.device)
+        sums = {name: torch.zeros(count, 3, device=gaussians.device) for name, count in counts.items()}
+        weights = {name: torch.zeros(count, device=gaussians.device) for name, count in counts.items()}
         for index, (photo, small) in enumerate(zip(photos, depth_photos, strict=True)):
             progress.update(
                 0.02 + 0.03 * index / len(photos), "Looking up the Gaussians' colours in the photos"
             )
-            means, rotations, scales = gaussians.posed(index)
+            means, rotations, scales = gaussians.posed_in(index, capture)
             vertices = gaussians.vertices(index)
             normals = vertex_normals
             if vertices is not gaussians.posed_vertices:
@@ -1124,10 +1131,11 @@ def _photo_weights(
     pixels of every photo: the gradient of the rendered image of unit colours."""
     with torch.no_grad():
         opacities = gaussians.opacities()
+        capture = gaussians.posed()
     totals = torch.zeros(opacities.shape[0], device=opacities.device)
     for index, (photo, correction) in enumerate(zip(photos, corrections, strict=True)):
         with torch.no_grad():
-            means, rotations, scales = gaussians.posed(index)
+            means, rotations, scales = gaussians.posed_in(index, capture)
             moved, turned = correction.move(photo, means, rotations)
         unit = torch.ones(means.shape[0], 1, device=means.device, requires_grad=True)
         result = render(
@@ -1179,7 +1187,7 @@ def _finish(
         opacities = gaussians.opacities()
         for index, photo in enumerate(photos):
             progress.update(0.96 + 0.04 * index / len(photos), "Scoring the fit against the photos")
-            photo_means, photo_rotations, photo_scales = gaussians.posed(index)
+            photo_means, photo_rotations, photo_scales = gaussians.posed_in(index, (means, rotations, scales))
             result = render(
                 photo_means,
                 photo_rotations,

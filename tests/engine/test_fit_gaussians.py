@@ -212,7 +212,11 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     scales = torch.tensor([[0.5, 0.5, 0.01], [0.03, 0.03, 0.01], [0.05, 0.05, 0.01]])
     opacities = torch.tensor([0.99, 0.9, 0.7])
     # `posed(photo)` poses the Gaussians as the person stood in that photo: here one pose for all.
-    gaussians = SimpleNamespace(posed=lambda _=None: (means, rotations, scales), opacities=lambda: opacities)
+    gaussians = SimpleNamespace(
+        posed=lambda _=None: (means, rotations, scales),
+        posed_in=lambda _, capture: capture,
+        opacities=lambda: opacities,
+    )
 
     weights = _photo_weights(gaussians, [photo], [_CameraCorrection("cpu")])
     alpha = render(
@@ -224,7 +228,9 @@ def test_photo_weights_are_each_gaussians_share_of_the_rendered_alpha():
     assert float(weights.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
     # Over B's few pixels A's alpha is about 0.99 (its falloff spans 10 px): 1-2 % gets through.
     alone = SimpleNamespace(
-        posed=lambda _=None: (means[1:2], rotations[1:2], scales[1:2]), opacities=lambda: opacities[1:2]
+        posed=lambda _=None: (means[1:2], rotations[1:2], scales[1:2]),
+        posed_in=lambda _, capture: capture,
+        opacities=lambda: opacities[1:2],
     )
     unoccluded = float(_photo_weights(alone, [photo], [_CameraCorrection("cpu")])[0])
     assert 0 < float(weights[1]) < 0.02 * unoccluded

@@ -25,6 +25,7 @@ from ...avatar import Pose, Rig
 from ...maths.deform import forward_kinematics
 from ..perceive import Perception
 from ..views import View
+from .photo_heads import ViewPixels
 from .targets import VISIBLE
 
 SIDES = ("L", "R")  # MediaPipe's left landmarks and left hand are Anny's ".L" side (`targets`)
@@ -105,8 +106,7 @@ def _fit(
     pivot = torch.as_tensor(shoulder)
     target = torch.as_tensor(targets)
     weight = torch.as_tensor(weights)
-    viewmats = torch.as_tensor(np.stack([view.camera.viewmat for view in views]), dtype=torch.float64)
-    intrinsics = torch.as_tensor(np.stack([view.camera.intrinsics for view in views]), dtype=torch.float64)
+    project = ViewPixels(views)
     sigma = torch.as_tensor([SIGMA * max(view.camera.width, view.camera.height) for view in views])
     turns = torch.zeros(len(views), 3, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.Adam([turns], lr=LEARNING_RATE)
@@ -115,10 +115,7 @@ def _fit(
         optimiser.zero_grad()
         centred = turns - turns.mean(dim=0)
         world = torch.einsum("fij,kj->fki", roma.rotvec_to_rotmat(centred), base) + pivot
-        camera = torch.einsum("fij,fkj->fki", viewmats[:, :3, :3], world) + viewmats[:, None, :3, 3]
-        pixels = camera[..., :2] / camera[..., 2:].clamp_min(1e-3) * intrinsics[:, None, [0, 1], [0, 1]]
-        pixels = pixels + intrinsics[:, None, :2, 2]
-        squared = ((pixels - target) ** 2).sum(-1) / sigma[:, None] ** 2
+        squared = ((project(world) - target) ** 2).sum(-1) / sigma[:, None] ** 2
         reprojection = (weight * squared / (1 + squared)).sum() / weight.sum().clamp_min(1e-6)
         prior = TURN_WEIGHT * math.degrees(1) ** 2 * (centred**2).sum(-1).mean()
         (reprojection + prior).backward()

@@ -247,6 +247,23 @@ def _cast(
     return points, normals
 
 
+class ViewPixels:
+    """Pixels [F, K, 2] of world points [F, K, 3] in F views' cameras (float64, differentiable)."""
+
+    def __init__(self, views: Sequence[View]) -> None:
+        self.viewmats = torch.as_tensor(
+            np.stack([view.camera.viewmat for view in views]), dtype=torch.float64
+        )
+        self.intrinsics = torch.as_tensor(
+            np.stack([view.camera.intrinsics for view in views]), dtype=torch.float64
+        )
+
+    def __call__(self, world: torch.Tensor) -> torch.Tensor:
+        camera = torch.einsum("fij,fkj->fki", self.viewmats[:, :3, :3], world) + self.viewmats[:, None, :3, 3]
+        focal, centre = self.intrinsics[:, None, [0, 1], [0, 1]], self.intrinsics[:, None, :2, 2]
+        return camera[..., :2] / camera[..., 2:].clamp_min(1e-3) * focal + centre
+
+
 def _facing(points: np.ndarray, normals: np.ndarray, view: View) -> np.ndarray:
     """[K] bool: the points [K, 3] whose normals [K, 3] face the view's camera (MIN_FACING)."""
     towards = np.asarray(view.camera.position) - points
@@ -267,8 +284,7 @@ def _bundle(
     skin_normals = torch.as_tensor(normals, dtype=torch.float64)
     head, neck = torch.as_tensor(pivots, dtype=torch.float64)
     target = torch.as_tensor(targets, dtype=torch.float64)
-    viewmats = torch.as_tensor(np.stack([view.camera.viewmat for view in views]), dtype=torch.float64)
-    intrinsics = torch.as_tensor(np.stack([view.camera.intrinsics for view in views]), dtype=torch.float64)
+    project = ViewPixels(views)
     positions = torch.as_tensor(np.stack([view.camera.position for view in views]), dtype=torch.float64)
     turns = torch.zeros(len(views), 2, 3, dtype=torch.float64, requires_grad=True)
     shifts = torch.zeros_like(base, requires_grad=True)
@@ -304,10 +320,7 @@ def _bundle(
         optimiser.zero_grad()
         world, facing = place(turns)
         weights = facing_weights(world.detach(), facing.detach())
-        camera = torch.einsum("fij,fkj->fki", viewmats[:, :3, :3], world) + viewmats[:, None, :3, 3]
-        pixels = camera[..., :2] / camera[..., 2:].clamp_min(1e-3) * intrinsics[:, None, [0, 1], [0, 1]]
-        pixels = pixels + intrinsics[:, None, :2, 2]
-        squared = ((pixels - target) ** 2).sum(-1) / SIGMA_PX**2
+        squared = ((project(world) - target) ** 2).sum(-1) / SIGMA_PX**2
         reprojection = (weights * squared / (1 + squared)).sum() / weights.sum().clamp_min(1)
         centred = turns - turns.mean(dim=0)
         prior = TURN_WEIGHT * math.degrees(1) ** 2 * (centred**2).sum((1, 2)).mean()
